@@ -1,0 +1,177 @@
+"""Throughput of the training pipeline, measured in one run as ratios against the bare model step.
+
+    python -m agefair.bench                      # the default experiment's model and data
+    python -m agefair.bench backbone=resnet18    # any training override
+
+Measures images/second of (a) decoding JPEGs + augmentation every time, (b) augmentation from the
+decoded cache, (c) the bare train step of the model on ready-made tensors (the ceiling), (d) the
+full Lightning training loop, and inference at batch 1 and 64. Figures move by +-20% between
+runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken in one run, are what to
+compare. Writes ``outputs/bench/data.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from agefair.complexity import measure_complexity
+from agefair.data.cache import decode_image
+from agefair.train import build_datamodule, build_system
+
+log = logging.getLogger("agefair.bench")
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1)
+
+
+def bench_decode(dm, n: int) -> float:
+    """(a) JPEG decode at full size + resize to the cache size + train augmentation, one core."""
+    prepared = dm.prepared
+    files = prepared.manifest["file"].to_numpy()[:n]
+    transform = dm.transform("train")
+    start = time.perf_counter()
+    for f in files:
+        transform(decode_image(prepared.image_root / f, dm.cache_size))
+    return _rate(len(files), time.perf_counter() - start)
+
+
+def bench_cached(dm, n: int) -> float:
+    """(b) train augmentation from the memory-mapped cache, one core."""
+    ds = dm.datasets["train"]
+    n = min(n, len(ds))
+    start = time.perf_counter()
+    for i in range(n):
+        ds[i]
+    return _rate(n, time.perf_counter() - start)
+
+
+def _train_batch(dm) -> dict[str, torch.Tensor]:
+    return next(iter(dm.train_dataloader()))
+
+
+def bench_model_step(model, batch: dict, steps: int, warmup: int, precision: str) -> float:
+    """(c) forward, loss, backward and optimizer step on one ready-made batch: the ceiling."""
+    model.train()
+    model.setup("fit")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = model._prepare(batch["image"])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+
+    def step() -> None:
+        with autocast:
+            out = model(images)
+            loss = model.compute_loss(out, batch)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return _rate(steps * len(images), time.perf_counter() - start)
+
+
+class _LoopTimer(pl.Callback):
+    """Times training batches after a warm-up, from batch start to batch end."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.images = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx >= self.warmup:
+            self.images += len(batch["image"])
+            self.end = time.perf_counter()
+
+
+def bench_loop(cfg: DictConfig, dm, steps: int, warmup: int) -> float:
+    """(d) the real Lightning training loop on the datamodule, as ``make train`` runs it."""
+    model = build_system(cfg)
+    timer = _LoopTimer(warmup)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        max_epochs=1,
+        max_time=None,
+        limit_train_batches=steps + warmup,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=dm)
+    return _rate(timer.images, timer.end - timer.start)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    pl.seed_everything(cfg.seed)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    b = cfg.bench
+    model = build_system(cfg)
+    dm = build_datamodule(cfg, model)
+    dm.prepare_data()
+    dm.setup("fit")
+    threads = torch.get_num_threads()
+
+    torch.set_num_threads(1)  # the data figures are per core
+    decode = bench_decode(dm, b.images)
+    cached = bench_cached(dm, b.images)
+    torch.set_num_threads(threads)
+    batch = _train_batch(dm)
+    step = bench_model_step(model, batch, b.steps, b.warmup, str(cfg.trainer.precision))
+    loop = bench_loop(cfg, dm, b.steps, b.warmup)
+    img = cfg.data.img_size
+    costs = measure_complexity(model, (3, img, img))
+
+    result = {
+        "decode_img_s": decode,
+        "cached_img_s": cached,
+        "model_step_img_s": step,
+        "loop_img_s": loop,
+        "cached_over_step": round(cached / step, 2),
+        "loop_over_step": round(loop / step, 2),
+        "decode_over_step": round(decode / step, 2),
+        "infer_b1_img_s": round(1000 / costs["latency_ms_b1"], 1),
+        "infer_b64_img_s": costs["images_per_s_b64"],
+        "model": OmegaConf.select(cfg, "model._target_"),
+        "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
+        "params": costs["params"],
+        "img_size": img,
+        "batch_size": cfg.data.batch_size,
+        "num_workers": cfg.data.num_workers,
+        "precision": str(cfg.trainer.precision),
+        "torch_threads": threads,
+        "cpu_count": os.cpu_count(),
+        "steps": b.steps,
+        "images_for_data_figures": b.images,
+        "note": "data figures (a, b) on one core; model figures (c, d) with torch_threads",
+    }
+    out = Path(cfg.paths.log_dir) / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data.json").write_text(json.dumps(result, indent=2))
+    width = max(map(len, result))
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
+    print(f"written to {out / 'data.json'}")
+    if result["cached_over_step"] < 3 or result["loop_over_step"] < 0.8:
+        log.warning("below target: cached/step >= 3 and loop/step >= 0.8 expected")
+
+
+if __name__ == "__main__":
+    main()

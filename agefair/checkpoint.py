@@ -1,0 +1,75 @@
+"""Loading any agefair checkpoint back into its system, with errors a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agefair.models.base import AgeFairModule
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, not agefair's, or does not fit the system asked for."""
+
+
+def _no_downloads(node: Any) -> None:
+    """Sets every ``pretrained`` flag to False: the weights come from the checkpoint itself."""
+    if isinstance(node, DictConfig):
+        for key in list(node.keys()):
+            if key == "pretrained":
+                node[key] = False
+            elif key == "weights_path":
+                node[key] = None
+            else:
+                _no_downloads(node[key])
+
+
+def load_system(
+    path: str | Path, expect_system: str | None = None
+) -> tuple[AgeFairModule, DictConfig]:
+    """Rebuilds the system a checkpoint was trained with and loads its weights.
+
+    Args:
+        path: a ``.ckpt`` written by ``agefair.train``.
+        expect_system: class name the caller needs (e.g. ``MultiTaskModule``); ``None`` accepts any.
+
+    Returns:
+        The system in eval mode and the training config stored in the checkpoint.
+
+    Raises:
+        CheckpointError: missing file, a checkpoint not written by agefair, a different system
+            than expected, or weights that do not fit the stored config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train one with `make train`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    meta = ckpt.get("agefair") if isinstance(ckpt, dict) else None
+    if not meta or not meta.get("config"):
+        raise CheckpointError(
+            f"{path} is not an agefair checkpoint (no stored config); use one written by "
+            "`python -m agefair.train`"
+        )
+    system = meta["system"]
+    if expect_system and expect_system != system:
+        raise CheckpointError(f"{path} holds a {system}, not the {expect_system} asked for")
+    cfg = OmegaConf.create(meta["config"])
+    _no_downloads(cfg.model)
+    model: AgeFairModule = instantiate(cfg.model)
+    if type(model).__name__ != system:
+        raise CheckpointError(
+            f"{path} holds a {system} but its config builds a {type(model).__name__}"
+        )
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {path} do not fit its {system} config: {err}") from err
+    model.config = meta["config"]
+    return model.eval(), cfg

@@ -1,0 +1,158 @@
+"""Evaluate any agefair checkpoint on the test split or on other labelled images.
+
+    python -m agefair.evaluate ckpt_path=outputs/train/runs/<time>/checkpoints/last.ckpt
+    python -m agefair.evaluate ckpt_path=... split=val
+    python -m agefair.evaluate ckpt_path=... images=/path/to/utkface_named_images
+    python -m agefair.evaluate ckpt_path=... labels=/path/to/labels.csv
+
+``labels`` is a CSV with ``file`` (relative to the CSV), ``gender``, ``race`` and either ``age``
+(years) or ``age_group`` (``20-29``, ``70+``; scored by bucketing the predicted age): the way to
+evaluate across data sets. Writes ``metrics.json``, per-group CSVs and confusion matrices into
+the run folder and prints the headline metrics as one JSON object on the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from agefair.checkpoint import load_system
+from agefair.data.cache import load_or_build_cache
+from agefair.data.datamodule import FaceDataset
+from agefair.data.utkface import GENDERS, RACES, scan_folder
+from agefair.group_metrics import age_group_metrics, parse_age_groups
+from agefair.models.base import AgeFairModule
+from agefair.results import write_split_outputs
+
+log = logging.getLogger("agefair.evaluate")
+
+
+@torch.no_grad()
+def predict_frame(model: AgeFairModule, loader: DataLoader, precision: str = "32") -> pd.DataFrame:
+    """Runs the model over a loader; one row per image with labels and predictions."""
+    model.eval()
+    model.setup("test")
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if precision.startswith("bf16") else nullcontext()
+    )
+    frames = []
+    for batch in tqdm(loader, desc="Evaluating", leave=False):
+        with autocast:
+            pred = model.infer(batch["image"])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "age": batch["age"].numpy(),
+                    "gender": batch["gender"].numpy(),
+                    "race": batch["race"].numpy(),
+                    "age_pred": pred["age"].float().numpy(),
+                    "gender_pred": pred["gender_p"].argmax(-1).numpy(),
+                    "race_pred": pred["race_p"].argmax(-1).numpy(),
+                    "gender_p": pred["gender_p"].float().max(-1).values.numpy(),
+                    "race_p": pred["race_p"].float().max(-1).values.numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def external_dataset(
+    root: Path, table: pd.DataFrame, size: int, cache_dir: Path, transform
+) -> tuple[FaceDataset, pd.DataFrame]:
+    """Decodes the listed images (through the cache) and drops those that cannot be read."""
+    decoded = load_or_build_cache(root, table["file"].tolist(), size, cache_dir)
+    for r in decoded.rejects:
+        log.warning("Skipped %s: %s", r.file, r.reason)
+    table = table.assign(row=np.arange(len(table)))[decoded.ok].reset_index(drop=True)
+    return FaceDataset(decoded.images, table, transform), table
+
+
+def read_labels_csv(path: Path) -> pd.DataFrame:
+    """Reads and checks a labels CSV (see the module docstring)."""
+    table = pd.read_csv(path)
+    missing = {"file", "gender", "race"} - set(table.columns)
+    if missing or not ({"age", "age_group"} & set(table.columns)):
+        raise ValueError(
+            f"{path}: needs columns file, gender, race and age or age_group; missing "
+            f"{sorted(missing) or ['age or age_group']}"
+        )
+    for col, names in (("gender", GENDERS), ("race", RACES)):
+        if table[col].dtype == object:  # names such as "female" or "Asian" are accepted too
+            lookup = {n.lower(): i for i, n in enumerate(names)}
+            table[col] = table[col].str.lower().map(lookup)
+        if table[col].isna().any():
+            raise ValueError(f"{path}: unknown values in column {col!r} (use {list(names)})")
+    if "age" not in table.columns:
+        table["age"] = -1  # only the bucket is known
+    return table
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    model, train_cfg = load_system(cfg.ckpt_path, cfg.get("expect_system"))
+    with open_dict(train_cfg):
+        train_cfg.data.archive = cfg.paths.archive
+        train_cfg.data.data_dir = cfg.paths.data_dir
+        train_cfg.data.batch_size = cfg.batch_size
+        train_cfg.data.num_workers = cfg.num_workers
+    datamodule = instantiate(train_cfg.data)
+    out_dir = Path(cfg.paths.output_dir)
+    precision = str(train_cfg.trainer.get("precision", "32"))
+    age_groups = None
+
+    if cfg.get("images") or cfg.get("labels"):
+        if cfg.get("images"):
+            root = Path(cfg.images)
+            records, rejects = scan_folder(root)
+            for r in rejects:
+                log.warning("Skipped %s: %s", r.file, r.reason)
+            table = pd.DataFrame([r.__dict__ for r in records])
+        else:
+            root = Path(cfg.labels).parent
+            table = read_labels_csv(Path(cfg.labels))
+            if "age_group" in table.columns:
+                age_groups = parse_age_groups(table["age_group"].astype(str))
+        dataset, table = external_dataset(
+            root, table, datamodule.cache_size, Path(cfg.paths.data_dir) / "cache",
+            datamodule.transform("test"),
+        )
+        if age_groups is not None:
+            keep = table["row"].to_numpy()
+            age_groups = (age_groups[0][keep], age_groups[1][keep])
+        split = "images" if cfg.get("images") else "labels"
+    else:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        dataset, split = datamodule.datasets[cfg.split], cfg.split
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    preds = predict_frame(model, loader, precision)
+    if age_groups is not None:
+        metrics = age_group_metrics(*age_groups, preds["age_pred"].to_numpy())
+        preds = preds.assign(age=np.nan)
+        metrics.update(write_split_outputs(out_dir, split, preds, age=False))
+    else:
+        metrics = write_split_outputs(out_dir, split, preds)
+    metrics = {"checkpoint": str(cfg.ckpt_path), "split": split, "n": len(preds), **metrics}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    metrics = evaluate(cfg)
+    print(json.dumps(metrics, default=float))
+
+
+if __name__ == "__main__":
+    main()

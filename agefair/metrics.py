@@ -1,0 +1,51 @@
+"""Task metrics with torchmetrics: one :class:`TaskMetrics` per split.
+
+Names follow ``{split}/{task}_{metric}``: ``val/age_mae``, ``test/race_acc_balanced``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from agefair.data.utkface import GENDERS, RACES
+
+# Direction of "better" for each metric: sweeps optimise ``val/<metric>_best``.
+HIGHER_IS_BETTER = {
+    "age_mae": False,
+    "age_cs5": True,
+    "gender_acc": True,
+    "race_acc": True,
+    "race_acc_balanced": True,
+}
+
+
+class TaskMetrics(nn.Module):
+    """Age MAE, CS@5 (share within 5 years), gender accuracy, race accuracy and balanced accuracy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.age_mae = MeanAbsoluteError()
+        self.age_cs5 = MeanMetric()
+        self.gender_acc = MulticlassAccuracy(len(GENDERS), average="micro")
+        self.race_acc = MulticlassAccuracy(len(RACES), average="micro")
+        # macro accuracy = mean per-class recall: "Others" counts as much as "White"
+        self.race_acc_balanced = MulticlassAccuracy(len(RACES), average="macro")
+
+    def update(self, pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        """Adds a batch. ``pred`` holds ``age`` (years), ``gender_p`` and ``race_p``."""
+        age_err = (pred["age"].float() - batch["age"].float()).abs()
+        self.age_mae.update(pred["age"].float(), batch["age"].float())
+        self.age_cs5.update((age_err <= 5).float())
+        self.gender_acc.update(pred["gender_p"], batch["gender"])
+        self.race_acc.update(pred["race_p"], batch["race"])
+        self.race_acc_balanced.update(pred["race_p"], batch["race"])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).compute() for name in HIGHER_IS_BETTER}
+
+    def reset(self) -> None:
+        for name in HIGHER_IS_BETTER:
+            getattr(self, name).reset()

@@ -1,0 +1,270 @@
+"""The logic every system shares: inference with flip averaging, metrics, logging, optimizers.
+
+A system subclasses :class:`AgeFairModule` and provides two things: ``forward(images)`` returning
+a dict with ``age`` (years) and ``gender_logits`` / ``race_logits`` (or ``gender_p`` /
+``race_p`` when it produces probabilities directly), and ``compute_loss(out, batch)`` returning a
+dict of losses with the total under ``loss``. Everything else lives here, so every system is
+trained, evaluated and logged the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
+from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
+from agefair.models.backbones import Backbone, InputConfig
+
+SPLITS = ("train", "val", "test")
+
+
+def _contains(parent: nn.Module, child: nn.Module) -> bool:
+    return any(m is child for m in parent.modules())
+
+
+def probabilities(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Gender and race probabilities from a system's raw outputs."""
+    res = {}
+    for task in ("gender", "race"):
+        res[f"{task}_p"] = out[f"{task}_p"] if f"{task}_p" in out else out[f"{task}_logits"].float().softmax(-1)
+    return res
+
+
+class AgeFairModule(pl.LightningModule):
+    """Base LightningModule for age / gender / race systems.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay (not applied to norms and biases).
+        scheduler: ``onecycle``, ``cosine`` or ``none``.
+        warmup: share of steps spent warming up (``onecycle``).
+        loss_weights: weight of each task's loss in the total.
+        tta_flip: average predictions over the image and its mirror at evaluation.
+        channels_last: NHWC memory layout, faster for small CNNs on CPU.
+        backbone_lr_factor: learning rate of the backbone relative to ``lr`` (below 1 when
+            fine-tuning a pretrained backbone).
+        freeze_backbone_epochs: keep the backbone frozen for this many epochs, then fine-tune.
+    """
+
+    def __init__(
+        self,
+        lr: float = 3e-3,
+        weight_decay: float = 0.05,
+        scheduler: str = "onecycle",
+        warmup: float = 0.15,
+        loss_weights: dict[str, float] | None = None,
+        tta_flip: bool = True,
+        channels_last: bool = True,
+        backbone_lr_factor: float = 1.0,
+        freeze_backbone_epochs: int = 0,
+    ) -> None:
+        super().__init__()
+        # Collects the arguments of every __init__ up the class hierarchy (the system's and
+        # this one's); the network is a module, saved in the state dict instead.
+        self.save_hyperparameters(ignore=["net", "nets"])
+        if scheduler not in ("onecycle", "cosine", "none"):
+            raise ValueError(f"scheduler must be onecycle, cosine or none, got {scheduler!r}")
+        self.loss_weights = {"age": 1.0, "gender": 1.0, "race": 1.0, **(loss_weights or {})}
+        # one torchmetrics object per split, as attributes so Lightning moves them with the model
+        self.train_metrics, self.val_metrics, self.test_metrics = (TaskMetrics() for _ in SPLITS)
+        self.eval_loss = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.best: dict[str, float] = {}
+        self.predictions: dict[str, list[pd.DataFrame]] = {"val": [], "test": []}
+        self.results: dict[str, pd.DataFrame] = {}
+        self.register_buffer("examples_seen", torch.zeros((), dtype=torch.long))
+        self.config: dict | None = None  # the build config, stored in checkpoints by train.py
+
+    # ------------------------------------------------------------------ to implement
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute_loss(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def input_config(self) -> InputConfig:
+        """Normalisation and input size of the (first) backbone."""
+        for m in self.modules():
+            if isinstance(m, Backbone):
+                return m.input_config
+        return InputConfig()
+
+    # ------------------------------------------------------------------ inference
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    @torch.no_grad()
+    def infer(self, images: torch.Tensor, tta_flip: bool | None = None) -> dict[str, torch.Tensor]:
+        """Predictions in the units people read: ``age`` (years), ``age_sd`` where the head has
+        a spread, ``gender_p`` and ``race_p`` probabilities."""
+        images = self._prepare(images)
+        return self._readable(self(images), images, tta_flip)
+
+    def _readable(
+        self, out: dict[str, torch.Tensor], images: torch.Tensor, tta_flip: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw outputs to readable predictions, averaged with the mirror image if asked."""
+        views = [out]
+        if self.hparams.tta_flip if tta_flip is None else tta_flip:
+            views.append(self(images.flip(-1)))
+        res: dict[str, torch.Tensor] = {}
+        for view in views:
+            parts = {"age": view["age"].float(), **probabilities(view)}
+            if "age_sd" in view:
+                parts["age_sd"] = view["age_sd"].float()
+            for k, v in parts.items():
+                res[k] = res[k] + v / len(views) if k in res else v / len(views)
+        return res
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(self._prepare(batch["image"]))
+        losses = self.compute_loss(out, batch)
+        self.examples_seen += batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True)
+        with torch.no_grad():
+            self.train_metrics.update({"age": out["age"].detach(), **probabilities(out)}, batch)
+        return losses["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        self._log_split("train")
+        self.log("trainer/examples_seen", self.examples_seen.float())
+        self.log("trainer/epoch", float(self.current_epoch))
+
+    def _eval_step(self, split: str, batch: dict) -> None:
+        images = self._prepare(batch["image"])
+        out = self(images)
+        self.eval_loss[split].update(self.compute_loss(out, batch)["loss"].detach())
+        pred = self._readable(out, images)
+        self.split_metrics(split).update(pred, batch)
+        self.predictions[split].append(
+            pd.DataFrame(
+                {
+                    "age": batch["age"].cpu().numpy(),
+                    "gender": batch["gender"].cpu().numpy(),
+                    "race": batch["race"].cpu().numpy(),
+                    "age_pred": pred["age"].cpu().numpy(),
+                    "gender_pred": pred["gender_p"].argmax(-1).cpu().numpy(),
+                    "race_pred": pred["race_p"].argmax(-1).cpu().numpy(),
+                }
+            )
+        )
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self.predictions["val"].clear()
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions["test"].clear()
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_split("val")
+        if self.trainer.sanity_checking:
+            return
+        for name, v in values.items():
+            better = max if HIGHER_IS_BETTER.get(name, False) else min
+            self.best[name] = better(self.best.get(name, v), v)
+            self.log(f"val/{name}_best", self.best[name])
+        self._log_groups("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+        self._log_groups("test")
+
+    def split_metrics(self, split: str) -> TaskMetrics:
+        return getattr(self, f"{split}_metrics")
+
+    def _log_split(self, split: str) -> dict[str, float]:
+        values = {k: float(v) for k, v in self.split_metrics(split).compute().items()}
+        self.split_metrics(split).reset()
+        if split in self.eval_loss:
+            values["loss"] = float(self.eval_loss[split].compute())
+            self.eval_loss[split].reset()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()})
+        return values
+
+    def _log_groups(self, split: str) -> None:
+        """Per-group metrics of a whole evaluation pass; kept in ``self.results`` for reports."""
+        if not self.predictions[split]:
+            return
+        preds = pd.concat(self.predictions[split], ignore_index=True)
+        table = group_table(preds)
+        gaps = group_gaps(table)
+        self.results[f"{split}_predictions"] = preds
+        self.results[f"{split}_groups"] = table
+        self.results[f"{split}_gaps"] = gaps
+        flat = flat_group_metrics(table, gaps)
+        # Straight to the logger: through self.log these would flood the console summary.
+        if self.logger is not None and not self.trainer.sanity_checking:
+            metrics = {f"{split}/{k}": float(v) for k, v in flat.items()}
+            self.logger.log_metrics(metrics, step=self.global_step)
+
+    # ------------------------------------------------------------------ optimisation
+    def backbones(self) -> list[Backbone]:
+        """The system's backbones (several for ``SeparateModule``)."""
+        found: list[Backbone] = []
+        for m in self.modules():
+            if isinstance(m, Backbone) and not any(m is b or _contains(b, m) for b in found):
+                found.append(m)
+        return found
+
+    def configure_optimizers(self) -> Any:
+        # Every parameter goes in, frozen ones too (AdamW skips parameters without gradients),
+        # so unfreezing a backbone later needs no new parameter group and the schedule covers it.
+        backbone_ids = {id(p) for b in self.backbones() for p in b.parameters()}
+        groups: dict[tuple[bool, bool], list] = {}
+        for p in self.parameters():
+            groups.setdefault((id(p) in backbone_ids, p.dim() > 1), []).append(p)
+        lr, factor = self.hparams.lr, self.hparams.backbone_lr_factor
+        opt = torch.optim.AdamW(
+            [
+                {
+                    "params": params,
+                    "lr": lr * (factor if in_backbone else 1.0),
+                    "weight_decay": self.hparams.weight_decay if decays else 0.0,
+                }
+                for (in_backbone, decays), params in groups.items()
+            ],
+            lr=lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        if self.hparams.scheduler == "none" or not total or total == float("inf"):
+            return opt
+        if self.hparams.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=[g["lr"] for g in opt.param_groups],
+                total_steps=int(total),
+                pct_start=self.hparams.warmup,
+            )
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        if self.hparams.freeze_backbone_epochs > 0:
+            from agefair.callbacks import FreezeBackbone
+
+            return [FreezeBackbone(self.hparams.freeze_backbone_epochs)]
+        return []
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["agefair"] = {"system": type(self).__name__, "config": self.config}

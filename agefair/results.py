@@ -1,0 +1,88 @@
+"""What a run leaves in its folder for people and reports: metrics, per-group tables, one results row.
+
+Every run (training or evaluation) writes:
+
+- ``metrics.json``: the headline test metrics with bootstrap 95% intervals;
+- ``groups_<split>.csv`` and ``gaps_<split>.csv``: per-group metrics and worst-group gaps;
+- ``predictions_<split>.csv``: one row per image, so any figure can be recomputed;
+- ``confusion_<task>_<split>.png``: row-normalised confusion matrices;
+- ``results.csv``: one row (system, backbone, costs, every test metric, config hash) that
+  ``agefair.report`` collects across a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from agefair.data.utkface import GENDERS, RACES
+from agefair.group_metrics import (
+    BOOTSTRAP_METRICS,
+    TABLE_METRICS,
+    bootstrap_ci,
+    confusion_matrix,
+    group_gaps,
+    group_table,
+    headline_metrics,
+    plot_confusion,
+)
+
+log = logging.getLogger(__name__)
+
+
+def config_hash(config: Mapping | None) -> str:
+    """A short stable digest of a resolved config, to tell runs with equal settings apart."""
+    text = json.dumps(config or {}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def write_split_outputs(out_dir: Path, split: str, preds: pd.DataFrame, age: bool = True) -> dict:
+    """Writes the per-group tables, predictions and confusion matrices of one evaluated split.
+
+    Args:
+        out_dir: the run folder.
+        split: name used in the file names (``test``, ``val``, ``labels`` ...).
+        preds: one row per image (see :mod:`agefair.group_metrics`).
+        age: False when the true ages are unknown (only age groups): age metrics are left out.
+
+    Returns:
+        Headline metrics of the split, each with its bootstrap interval as ``<name>_ci``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    preds.to_csv(out_dir / f"predictions_{split}.csv", index=False)
+    scored = preds if age else preds.assign(age=preds["age_pred"])
+    table = group_table(scored)
+    if not age:
+        table = table.drop(columns=["age_mae", "age_bias"])
+    table.to_csv(out_dir / f"groups_{split}.csv", index=False)
+    metrics_cols = [m for m in TABLE_METRICS if m in table.columns]
+    group_gaps(table, metrics=metrics_cols).to_csv(out_dir / f"gaps_{split}.csv", index=False)
+    for task, labels in (("gender", GENDERS), ("race", RACES)):
+        cm = confusion_matrix(preds[task], preds[f"{task}_pred"], len(labels))
+        plot_confusion(cm, labels, f"{task} ({split})", out_dir / f"confusion_{task}_{split}.png")
+    metrics: dict[str, Any] = headline_metrics(scored)
+    names = BOOTSTRAP_METRICS if age else [m for m in BOOTSTRAP_METRICS if not m.startswith("age")]
+    for name, (lo, hi) in bootstrap_ci(scored, metrics=names).items():
+        metrics[f"{name}_ci"] = [lo, hi]
+    if not age:
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("age")}
+    return metrics
+
+
+def write_results_row(out_dir: Path, row: Mapping[str, Any]) -> Path:
+    """Writes the run's one-row ``results.csv``."""
+    path = out_dir / "results.csv"
+    pd.DataFrame([dict(row)]).to_csv(path, index=False)
+    return path
+
+
+def format_group_table(table: pd.DataFrame) -> str:
+    """The per-group table as aligned text for the console."""
+    cols = ["group_type", "group", "n", "age_mae", "age_bias", "gender_acc", "race_acc"]
+    return table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")

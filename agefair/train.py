@@ -1,0 +1,140 @@
+"""Train a system on UTKFace, then test its best checkpoint.
+
+    python -m agefair.train                                   # default experiment (~10 min CPU)
+    python -m agefair.train trainer.fast_dev_run=true         # one batch of each loop
+    python -m agefair.train ckpt_path=outputs/.../last.ckpt   # resume
+    python -m agefair.train -m model=multitask,separate       # a sweep
+
+The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
+per-group CSVs, confusion matrices and a one-row ``results.csv`` (see ``agefair.results``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agefair.complexity import measure_complexity
+from agefair.models.base import AgeFairModule
+from agefair.results import config_hash, format_group_table, write_results_row, write_split_outputs
+
+log = logging.getLogger("agefair.train")
+
+
+def build_system(cfg: DictConfig) -> AgeFairModule:
+    """The LightningModule of ``cfg.model``, carrying its resolved config for checkpoints."""
+    model: AgeFairModule = instantiate(cfg.model)
+    model.config = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def build_datamodule(cfg: DictConfig, model: AgeFairModule) -> pl.LightningDataModule:
+    """The datamodule of ``cfg.data``, normalising like the model's backbone unless told otherwise."""
+    norm = model.input_config
+    overrides = {}
+    if cfg.data.get("mean") is None:
+        overrides["mean"] = list(norm.mean)
+    if cfg.data.get("std") is None:
+        overrides["std"] = list(norm.std)
+    return instantiate(cfg.data, **overrides)
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+
+    model = build_system(cfg)
+    datamodule = build_datamodule(cfg, model)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    img = cfg.data.img_size
+    costs = measure_complexity(model, (3, img, img))
+    log.info("Model: %s", json.dumps(costs))
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_time = time.perf_counter() - start
+
+    row: dict[str, Any] = {
+        "status": "ok",
+        "system": type(model).__name__,
+        "model": HydraConfig.get().runtime.choices.get("model"),
+        "backbone": ",".join(b.name for b in model.backbones()),
+        "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
+        "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),
+        "img_size": img,
+        "seed": cfg.seed,
+        **costs,
+        "train_time_s": round(train_time, 1),
+        "epochs": trainer.current_epoch,
+        "examples_seen": int(model.examples_seen),
+        "config_hash": config_hash(model.config),
+        "output_dir": str(out_dir),
+    }
+    row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if cfg.get("test"):
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
+        log.info("Tested checkpoint: %s", ckpt or "(the final weights)")
+        metrics = write_split_outputs(out_dir, "test", model.results["test_predictions"])
+        row["checkpoint"] = ckpt
+        row.update({f"test/{k}": v for k, v in metrics.items() if not k.endswith("_ci")})
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log.info("Per-group test metrics:\n%s", format_group_table(model.results["test_groups"]))
+        log.info("Test metrics: %s", json.dumps({k: metrics[k] for k in sorted(metrics)}))
+    if "val_predictions" in model.results:
+        write_split_outputs(out_dir, "val", model.results["val_predictions"])
+    if isinstance(trainer.logger, pl.loggers.TensorBoardLogger):
+        hp = {k: v for k, v in row.items() if isinstance(v, (int, float, str)) and "/" not in k}
+        trainer.logger.log_hyperparams(hp, {k: v for k, v in row.items() if "/" in k})
+    write_results_row(out_dir, row)
+    return row
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    try:
+        row = fit_and_test(cfg)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one failing member must not stop the others: record it and go on.
+        log.exception("Run failed")
+        out_dir = Path(cfg.paths.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_results_row(
+            out_dir,
+            {
+                "status": "failed",
+                "model": HydraConfig.get().runtime.choices.get("model"),
+                "error": f"{type(err).__name__}: {err}",
+                "overrides": " ".join(HydraConfig.get().overrides.task),
+                "output_dir": str(out_dir),
+            },
+        )
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        return None
+    value = row.get(cfg.get("optimized_metric") or "", None)
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

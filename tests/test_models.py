@@ -1,0 +1,118 @@
+"""Backbones, heads and systems on random tensors: shapes, losses, registry errors, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agefair.models.backbones import create_backbone, list_backbones
+from agefair.models.heads import AGE_HEADS, create_age_head
+from agefair.models.joint import JointModule, JointNet
+from agefair.models.multitask import MultiTaskModule, MultiTaskNet
+from agefair.models.separate import SeparateModule
+
+
+def batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "image": torch.randn(n, 3, size, size, generator=g),
+        "age": torch.randint(1, 90, (n,), generator=g),
+        "gender": torch.randint(0, 2, (n,), generator=g),
+        "race": torch.randint(0, 5, (n,), generator=g),
+    }
+
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(ValueError, match="known: cnn"):
+        create_backbone("resnet9000")
+    assert "timm:<model name>" in list_backbones()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("tiny", {}),
+        ("cnn", {"depth": 3, "width": 8, "residual": False, "norm": "group"}),
+        ("timm:resnet18", {}),
+        ("vgg16", {"pretrained": False, "keep_classifier": False}),
+    ],
+)
+def test_backbone_contract(name, kwargs):
+    bb = create_backbone(name, **kwargs)
+    feats = bb(torch.randn(2, 3, 32, 32))
+    assert feats.shape == (2, bb.num_features)
+    assert len(bb.input_config.mean) == 3 and bb.name == name
+
+
+def test_vgg16_offline_message(monkeypatch):
+    from torchvision.models import VGG16_Weights
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(VGG16_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match=r"vgg16-397923af\.pth.*pretrained=false"):
+        create_backbone("vgg16", pretrained=True)
+
+
+@pytest.mark.parametrize("head", sorted(AGE_HEADS))
+def test_age_heads_report_years_and_learn(head):
+    torch.manual_seed(0)
+    h = create_age_head(head, 8)
+    feats = torch.randn(64, 8)
+    age = (feats[:, 0] * 15 + 40).clamp(1, 100).round().long()
+    opt = torch.optim.Adam(h.parameters(), lr=0.05)
+    first = None
+    for _ in range(150):
+        out = h(feats)
+        loss = h.loss(out, age)
+        first = first if first is not None else (out["age"] - age).abs().mean().item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = h(feats)
+    assert out["age"].shape == (64,)
+    assert (out["age"] - age).abs().mean().item() < first / 2
+
+
+def systems() -> dict[str, torch.nn.Module]:
+    return {
+        "multitask": MultiTaskModule(MultiTaskNet(create_backbone("tiny"))),
+        "joint": JointModule(JointNet(create_backbone("tiny"))),
+        "separate": SeparateModule.from_config(
+            [["gender", "race"], ["age"]], {"_target_": "agefair.models.backbones.create_backbone", "name": "tiny"}
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["multitask", "joint", "separate"])
+def test_system_outputs_and_loss(name):
+    model = systems()[name]
+    b = batch()
+    out = model(b["image"])
+    loss = model.compute_loss(out, b)
+    assert loss["loss"].ndim == 0 and torch.isfinite(loss["loss"])
+    loss["loss"].backward()
+    pred = model.infer(b["image"])
+    assert pred["age"].shape == (4,)
+    torch.testing.assert_close(pred["gender_p"].sum(-1), torch.ones(4))
+    torch.testing.assert_close(pred["race_p"].sum(-1), torch.ones(4))
+
+
+def test_separate_networks_share_nothing():
+    model = systems()["separate"]
+    a, b = (set(map(id, net.backbone.parameters())) for net in model.nets.values())
+    assert not a & b and len(model.backbones()) == 2
+
+
+def test_separate_must_cover_every_task():
+    nets = {"a": MultiTaskNet(create_backbone("tiny"), tasks=("age",))}
+    with pytest.raises(ValueError, match="serve age, gender and race"):
+        SeparateModule(nets)
+
+
+def test_joint_marginals_are_distributions():
+    net = JointNet(create_backbone("tiny"))
+    out = net(torch.randn(3, 3, 32, 32))
+    assert out["joint_logits"].shape == (3, 2 * 5 * 117)
+    assert ((out["age"] >= 0) & (out["age"] <= 116)).all()

@@ -1,0 +1,111 @@
+"""The Hydra entry point: config groups, a fast_dev_run, a short fit with outputs, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from agefair.train import build_datamodule, build_system
+from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO
+
+TINY = ["backbone=tiny", "data.img_size=32", "data.batch_size=16", "callbacks.progress.refresh_rate=0"]
+
+
+def compose_train(overrides: list[str], out_dir: Path):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.hydra.runtime.output_dir = str(out_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_train(args: list[str], tmp_path: Path, archive: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "agefair.train", f"paths.archive={archive}",
+           f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'outputs'}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.mark.parametrize(
+    "group", ["backbone=cnn", "backbone=tiny", "backbone=resnet18", "backbone=mobilenetv3"]
+)
+def test_backbone_configs_instantiate(group, tmp_path):
+    cfg = compose_train([group], tmp_path)
+    model = build_system(cfg)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["age"].shape == (2,) and out["race_logits"].shape == (2, 5)
+
+
+def test_every_config_group_instantiates(tmp_path, tiny_archive):
+    cfg = compose_train([*TINY, f"paths.archive={tiny_archive}", f"paths.data_dir={tmp_path}"], tmp_path)
+    model = build_system(cfg)
+    dm = build_datamodule(cfg, model)
+    assert dm.hparams.mean == [0.5, 0.5, 0.5]  # taken from the backbone
+    for cb in cfg.callbacks.values():
+        instantiate(cb)
+    instantiate(cfg.logger)
+    trainer = instantiate(cfg.trainer)
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_fast_dev_run_reports_rejects(tmp_path, tiny_archive):
+    proc = run_train([*TINY, "trainer.fast_dev_run=true"], tmp_path, tiny_archive)
+    out = proc.stdout + proc.stderr
+    for name in [*BAD_NAMES, CORRUPT_NAME]:
+        assert f"Rejected {name}" in out
+    assert "80 images kept, 4 rejected" in out
+    # a second run reads the scan from the cache and still lists every reject
+    out2 = run_train([*TINY, "trainer.fast_dev_run=true"], tmp_path, tiny_archive)
+    text = out2.stdout + out2.stderr
+    assert "Reusing decoded cache" in text
+    assert all(f"Rejected {name}" in text for name in [*BAD_NAMES, CORRUPT_NAME])
+
+
+@pytest.mark.slow
+def test_fit_writes_outputs_and_resumes(tmp_path, tiny_archive):
+    args = [*TINY, "trainer.max_epochs=2", "hydra.run.dir=" + str(tmp_path / "run")]
+    proc = run_train(args, tmp_path, tiny_archive)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"age_mae", "gender_acc", "race_acc", "race_acc_balanced", "age_cs5"} <= set(metrics)
+    assert len(metrics["age_mae_ci"]) == 2
+    row = pd.read_csv(run / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["params"] > 0 and row["flops_per_image"] > 0
+    assert row["examples_seen"] == 2 * 64  # 2 epochs of 4 full batches of 16 (drop_last)
+    for f in ["groups_test.csv", "gaps_test.csv", "confusion_race_test.png", "predictions_test.csv"]:
+        assert (run / f).is_file(), f
+    assert "Per-group test metrics" in proc.stdout + proc.stderr
+
+    resumed = tmp_path / "resumed"
+    run_train(
+        [*TINY, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+         "hydra.run.dir=" + str(resumed)],
+        tmp_path,
+        tiny_archive,
+    )
+    row2 = pd.read_csv(resumed / "results.csv").iloc[0]
+    assert row2["examples_seen"] == 3 * 64  # counts on from the checkpoint
+    assert row2["epochs"] == 3
+
+
+def test_missing_archive_is_a_clear_error(tmp_path):
+    cmd = [sys.executable, "-m", "agefair.train", f"paths.archive={tmp_path / 'nope.tar.gz'}",
+           f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}", "trainer.fast_dev_run=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert "UTKFace.tar.gz" in proc.stderr and "UTKFACE_ARCHIVE" in proc.stderr
