@@ -62,7 +62,7 @@ def load_system(
         raise CheckpointError(f"{path} holds a {system}, not the {expect_system} asked for")
     cfg = OmegaConf.create(meta["config"])
     _no_downloads(cfg.model)
-    model: AgeFairModule = instantiate(cfg.model)
+    model: AgeFairModule = instantiate(cfg.model, _convert_="all")
     if type(model).__name__ != system:
         raise CheckpointError(
             f"{path} holds a {system} but its config builds a {type(model).__name__}"

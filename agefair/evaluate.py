@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         train_cfg.data.data_dir = cfg.paths.data_dir
         train_cfg.data.batch_size = cfg.batch_size
         train_cfg.data.num_workers = cfg.num_workers
-    datamodule = instantiate(train_cfg.data)
+    datamodule = instantiate(train_cfg.data, _convert_="all")
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
     age_groups = None

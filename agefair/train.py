@@ -35,8 +35,9 @@ log = logging.getLogger("agefair.train")
 
 def build_system(cfg: DictConfig) -> AgeFairModule:
     """The LightningModule of ``cfg.model``, carrying its resolved config for checkpoints."""
-    model: AgeFairModule = instantiate(cfg.model)
-    model.config = OmegaConf.to_container(cfg, resolve=True)
+    model: AgeFairModule = instantiate(cfg.model, _convert_="all")
+    keys = [k for k in cfg if k != "hydra"]  # the hydra node is present only when composed
+    model.config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     return model
 
 
@@ -48,7 +49,7 @@ def build_datamodule(cfg: DictConfig, model: AgeFairModule) -> pl.LightningDataM
         overrides["mean"] = list(norm.mean)
     if cfg.data.get("std") is None:
         overrides["std"] = list(norm.std)
-    return instantiate(cfg.data, **overrides)
+    return instantiate(cfg.data, _convert_="all", **overrides)
 
 
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:

@@ -162,7 +162,9 @@ class TimmBackbone(Backbone):
                 "access, put the weights file in the Hugging Face cache (HF_HOME) or pass "
                 "pretrained_cfg_overlay={'file': '/path/to/weights'}; or set pretrained=false."
             ) from err
-        self.num_features = self.model.num_features
+        # With num_classes=0 some models (MobileNetV3) still apply a conv head after pooling,
+        # so their output width is head_hidden_size rather than num_features.
+        self.num_features = getattr(self.model, "head_hidden_size", None) or self.model.num_features
         cfg = self.model.pretrained_cfg
         self.input_config = InputConfig(
             tuple(cfg.get("mean", InputConfig.mean)),

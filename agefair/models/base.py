@@ -266,5 +266,16 @@ class AgeFairModule(pl.LightningModule):
         return []
 
     # ------------------------------------------------------------------ checkpoints
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming with a longer budget (a larger max_epochs) stretches the one-cycle schedule
+        # to the new length instead of failing once the old step count is passed.
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return
+        total = trainer.estimated_stepping_batches
+        for state in checkpoint.get("lr_schedulers", []):
+            if "total_steps" in state and total and total != float("inf"):
+                state["total_steps"] = max(int(total), state.get("last_epoch", 0) + 1)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["agefair"] = {"system": type(self).__name__, "config": self.config}
