@@ -23,7 +23,6 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -35,6 +34,7 @@ from agefair.data.utkface import GENDERS, RACES, scan_folder
 from agefair.group_metrics import age_group_metrics, parse_age_groups
 from agefair.models.base import AgeFairModule
 from agefair.results import write_split_outputs
+from agefair.train import build_datamodule
 
 log = logging.getLogger("agefair.evaluate")
 
@@ -89,7 +89,7 @@ def read_labels_csv(path: Path) -> pd.DataFrame:
             f"{sorted(missing) or ['age or age_group']}"
         )
     for col, names in (("gender", GENDERS), ("race", RACES)):
-        if table[col].dtype == object:  # names such as "female" or "Asian" are accepted too
+        if not pd.api.types.is_numeric_dtype(table[col]):  # names ("female", "Asian") work too
             lookup = {n.lower(): i for i, n in enumerate(names)}
             table[col] = table[col].str.lower().map(lookup)
         if table[col].isna().any():
@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         train_cfg.data.data_dir = cfg.paths.data_dir
         train_cfg.data.batch_size = cfg.batch_size
         train_cfg.data.num_workers = cfg.num_workers
-    datamodule = instantiate(train_cfg.data, _convert_="all")
+    datamodule = build_datamodule(train_cfg, model)
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
     age_groups = None

@@ -1,0 +1,146 @@
+"""Every system and age head trains through the Hydra entry point; checkpoints load back exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from agefair.checkpoint import CheckpointError, load_system
+from agefair.models.backbones import create_backbone
+from agefair.train import fit_and_test
+from tests.conftest import CORRUPT_NAME, REPO
+from tests.test_train import TINY, compose_train
+
+MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+VGG_SMALL = ["model.net.backbone.pretrained=false"]
+
+
+def overrides(tmp_path: Path, archive: Path, *extra: str) -> list[str]:
+    return [*TINY, f"paths.archive={archive}", f"paths.data_dir={tmp_path / 'data'}", *extra]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_dev_run_every_model(model, tmp_path, tiny_archive):
+    extra = VGG_SMALL if model == "vgg16" else []
+    cfg = compose_train(overrides(tmp_path, tiny_archive, f"model={model}", "trainer.fast_dev_run=true", *extra), tmp_path)
+    row = fit_and_test(cfg)
+    assert row["status"] == "ok" and 0 <= row["test/gender_acc"] <= 1
+    assert row["pretrained"] is False
+
+
+@pytest.mark.parametrize("head", ["regression", "expectation", "ordinal"])
+def test_fast_dev_run_every_age_head(head, tmp_path, tiny_archive):
+    cfg = compose_train(
+        overrides(tmp_path, tiny_archive, f"model.net.age_head={head}", "trainer.fast_dev_run=true"), tmp_path
+    )
+    assert fit_and_test(cfg)["age_head"] == head
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_archive) -> Path:
+    """A 2-epoch multitask run on the tiny data, through the real command line."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cmd = [sys.executable, "-m", "agefair.train", *overrides(tmp, tiny_archive),
+           "trainer.max_epochs=2", f"paths.log_dir={tmp}", f"hydra.run.dir={tmp / 'run'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_training_test_metrics(trained_run, tiny_archive):
+    run = trained_run / "run"
+    ckpt = pd.read_csv(run / "results.csv").iloc[0]["checkpoint"]
+    cmd = [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={ckpt}",
+           f"paths.archive={tiny_archive}", f"paths.data_dir={trained_run / 'data'}",
+           f"hydra.run.dir={trained_run / 'eval'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    trained = json.loads((run / "metrics.json").read_text())
+    for key in ("age_mae", "age_cs5", "gender_acc", "race_acc", "race_acc_balanced"):
+        assert printed[key] == pytest.approx(trained[key], abs=1e-9), key
+    for name in ("groups_test.csv", "confusion_gender_test.png", "confusion_race_test.png"):
+        assert (trained_run / "eval" / name).is_file()
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_labels_csv_with_age_groups(trained_run, tiny_root, tmp_path):
+    files = sorted(p.name for p in (tiny_root / "UTKFace").glob("*_*_*_*.jpg.chip.jpg"))[:20]
+    assert CORRUPT_NAME in files  # an unreadable image in the list is skipped and reported
+    rows = []
+    for f in files:
+        age, gender, race = (int(x) for x in f.split("_")[:3])
+        lo = age // 10 * 10
+        rows.append({"file": f"UTKFace/{f}", "gender": ["male", "female"][gender], "race": race,
+                     "age_group": f"{lo}-{lo + 9}"})
+    csv = tiny_root / "labels.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    ckpt = trained_run / "run" / "checkpoints" / "last.ckpt"
+    cmd = [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={ckpt}", f"labels={csv}",
+           f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'eval'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert printed["n"] == 19 and 0 <= printed["age_group_acc"] <= 1 and "age_mae" not in printed
+    assert f"Skipped UTKFace/{CORRUPT_NAME}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_checkpoint_errors_are_clear(trained_run, tmp_path):
+    ckpt = trained_run / "run" / "checkpoints" / "last.ckpt"
+    model, cfg = load_system(ckpt)
+    assert type(model).__name__ == "MultiTaskModule" and not model.training
+    with pytest.raises(CheckpointError, match="holds a MultiTaskModule, not the JointModule"):
+        load_system(ckpt, expect_system="JointModule")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not an agefair checkpoint"):
+        load_system(other)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("hello")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_system(junk)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_system(tmp_path / "missing.ckpt")
+    # weights that do not fit the stored config
+    state = torch.load(ckpt, weights_only=False)
+    state["agefair"]["config"]["backbone"]["width"] = 16
+    state["agefair"]["config"]["model"]["net"]["backbone"]["width"] = 16
+    bad = tmp_path / "bad.ckpt"
+    torch.save(state, bad)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_system(bad)
+
+
+@pytest.mark.slow
+def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive):
+    """Weights from a local file load through the real path; frozen layers stay unchanged."""
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16-local.pth"
+    torch.save(vgg16(weights=None).state_dict(), weights)
+    backbone = create_backbone("vgg16", pretrained=False, weights_path=str(weights))
+    ref = torch.load(weights, weights_only=True)
+    torch.testing.assert_close(backbone.features[0].weight, ref["features.0.weight"])
+
+    cfg = compose_train(
+        overrides(tmp_path, tiny_archive, "model=vgg16", f"model.net.backbone.weights_path={weights}",
+                  "model.freeze_backbone_epochs=1", "trainer.max_epochs=1", "test=false",
+                  "callbacks.model_checkpoint.dirpath=" + str(tmp_path / "ckpt")),
+        tmp_path,
+    )
+    row = fit_and_test(cfg)
+    assert row["pretrained"] is True and row["examples_seen"] > 0
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    # one frozen epoch: every VGG-16 conv weight is exactly as loaded
+    for key, value in ref.items():
+        if key.startswith("features."):
+            torch.testing.assert_close(ckpt[f"net.backbone.{key}"], value, rtol=0, atol=0)
