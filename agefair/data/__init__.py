@@ -1,0 +1,1 @@
+"""UTKFace data: parsing, safe extraction, splits, the decoded cache, transforms, datamodule."""
