@@ -52,6 +52,19 @@ def build_datamodule(cfg: DictConfig, model: AgeFairModule) -> pl.LightningDataM
     return instantiate(cfg.data, _convert_="all", **overrides)
 
 
+def naive_baselines(datamodule: pl.LightningDataModule) -> dict[str, float]:
+    """What label statistics alone reach on the test split: the floor any model must clear.
+
+    Predicting the training split's mean age for everyone, and its most common gender and race.
+    """
+    train, test = datamodule.split_table("train"), datamodule.split_table("test")
+    return {
+        "baseline_age_mae_train_mean": float((test["age"] - train["age"].mean()).abs().mean()),
+        "baseline_gender_acc_majority": float((test["gender"] == train["gender"].mode()[0]).mean()),
+        "baseline_race_acc_majority": float((test["race"] == train["race"].mode()[0]).mean()),
+    }
+
+
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
     if cfg.get("threads"):
@@ -95,6 +108,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
         log.info("Tested checkpoint: %s", ckpt or "(the final weights)")
         metrics = write_split_outputs(out_dir, "test", model.results["test_predictions"])
+        metrics.update(naive_baselines(datamodule))
         row["checkpoint"] = ckpt
         row.update({f"test/{k}": v for k, v in metrics.items() if not k.endswith("_ci")})
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -116,3 +116,13 @@ def test_joint_marginals_are_distributions():
     out = net(torch.randn(3, 3, 32, 32))
     assert out["joint_logits"].shape == (3, 2 * 5 * 117)
     assert ((out["age"] >= 0) & (out["age"] <= 116)).all()
+
+
+def test_public_names_import():
+    import agefair
+
+    for name in agefair.__all__:
+        if name != "Predictor":  # needs the app extras' detector; tested with the predictor
+            assert getattr(agefair, name) is not None, name
+    with pytest.raises(AttributeError):
+        agefair.NoSuchThing  # noqa: B018

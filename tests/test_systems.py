@@ -18,7 +18,7 @@ from tests.conftest import CORRUPT_NAME, REPO
 from tests.test_train import TINY, compose_train
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
-VGG_SMALL = ["model.net.backbone.pretrained=false"]
+VGG_SMALL = ["pretrained=false"]
 
 
 def overrides(tmp_path: Path, archive: Path, *extra: str) -> list[str]:

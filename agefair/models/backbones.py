@@ -126,7 +126,7 @@ class PlainCNN(Backbone):
         for stage in range(depth):
             c_out = min(width * 2**stage, max_width)
             for b in range(blocks):
-                stride = 2 if (b == 0 and stage > 0) else 1
+                stride = 2 if b == 0 else 1
                 layers.append(ConvBlock(c_in, c_out, stride, kernel, norm, residual))
                 c_in = c_out
         self.stages = nn.Sequential(*layers)
@@ -230,8 +230,8 @@ def _download_torchvision_weights(weights) -> dict:
         raise RuntimeError(
             f"could not download {weights} from {weights.url} ({err}). Put the file "
             f"{Path(weights.url).name} at {cache} (torch hub cache, TORCH_HOME), or pass "
-            "backbone.weights_path=/path/to/file, or set backbone.pretrained=false to train from "
-            "scratch (reported as not pretrained)."
+            "model.net.backbone.weights_path=/path/to/file, or run with pretrained=false to train "
+            "from scratch (reported as not pretrained)."
         ) from err
 
 

@@ -9,6 +9,7 @@ trained, evaluated and logged the same way.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pandas as pd
@@ -20,6 +21,8 @@ from torchmetrics import MeanMetric
 from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
 from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -183,6 +186,8 @@ class AgeFairModule(pl.LightningModule):
             self.best[name] = better(self.best.get(name, v), v)
             self.log(f"val/{name}_best", self.best[name])
         self._log_groups("val")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        log.info("Epoch %d (%d examples seen): val %s", self.current_epoch, self.examples_seen, shown)
 
     def on_test_epoch_end(self) -> None:
         self._log_split("test")
