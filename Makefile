@@ -11,7 +11,7 @@ export UTKFACE_ARCHIVE AGEFAIR_YUNET_MODEL AGEFAIR_PHOTOS
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help setup train sweep test test-fast bench app report lint format clean
+.PHONY: help setup train sweep test test-fast bench app chromium lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ test-fast: setup  ## unit tests only
 
 bench: setup  ## throughput: data pipeline, model step, training loop (outputs/bench/)
 	$(BIN)/python -m agefair.bench $(ARGS)
+
+app: setup  ## the web app on http://127.0.0.1:8000 (ARGS="--port 9000 --ckpt PATH")
+	$(BIN)/python -m agefair.app.server $(ARGS)
+
+chromium:  ## Debian's Chromium for the browser test (root; the test skips without it)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)
 
 lint: setup  ## ruff check and format check
 	$(BIN)/ruff check agefair tests experiments

@@ -1,4 +1,4 @@
-"""The ``agefair`` command: ``agefair train|bench [hydra overrides]`` and the tools built on them."""
+"""The ``agefair`` command: ``agefair train|bench|evaluate [overrides]``, ``predict``, ``serve``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import sys
 COMMANDS = {
     "train": ("agefair.train", "train and test a system (Hydra overrides follow)"),
     "bench": ("agefair.bench", "throughput of data pipeline, model step and training loop"),
+    "evaluate": ("agefair.evaluate", "a checkpoint on the test split or other labelled images"),
+    "predict": ("agefair.predict", "age, gender and ethnicity for the faces in photos"),
+    "serve": ("agefair.app.server", "the web app and JSON API on http://127.0.0.1:8000"),
 }
 
 

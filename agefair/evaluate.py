@@ -45,7 +45,9 @@ def predict_frame(model: AgeFairModule, loader: DataLoader, precision: str = "32
     model.eval()
     model.setup("test")
     autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if precision.startswith("bf16") else nullcontext()
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision.startswith("bf16")
+        else nullcontext()
     )
     frames = []
     for batch in tqdm(loader, desc="Evaluating", leave=False):
@@ -124,7 +126,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             if "age_group" in table.columns:
                 age_groups = parse_age_groups(table["age_group"].astype(str))
         dataset, table = external_dataset(
-            root, table, datamodule.cache_size, Path(cfg.paths.data_dir) / "cache",
+            root,
+            table,
+            datamodule.cache_size,
+            Path(cfg.paths.data_dir) / "cache",
             datamodule.transform("test"),
         )
         if age_groups is not None:

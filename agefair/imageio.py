@@ -15,7 +15,6 @@ names the input and what was wrong with it:
 from __future__ import annotations
 
 import io
-import math
 import os
 from pathlib import Path
 from typing import IO, Any
@@ -274,8 +273,9 @@ def load_image(
             width, height = img.size
             factor = max_side / max(width, height)
             if factor < 1:
-                # draft() keeps the decode at least this large, so quality is not lost.
-                requested = (math.ceil(width * factor), math.ceil(height * factor))
+                # draft() keeps the decode at least this large, so quality is not lost. Rounded
+                # down: PIL picks the scale by integer division, so rounding up would miss it.
+                requested = (max(1, int(width * factor)), max(1, int(height * factor)))
                 img.draft(None, requested)
         _check_pixels(img.size[0], img.size[1], max_pixels, what)
         try:

@@ -23,7 +23,7 @@ HIGHER_IS_BETTER = {
 
 
 class TaskMetrics(nn.Module):
-    """Age MAE, CS@5 (share within 5 years), gender accuracy, race accuracy and balanced accuracy."""
+    """Age MAE, CS@5 (share within 5 years), gender and race accuracy, balanced race accuracy."""
 
     def __init__(self) -> None:
         super().__init__()

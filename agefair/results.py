@@ -1,4 +1,4 @@
-"""What a run leaves in its folder for people and reports: metrics, per-group tables, one results row.
+"""What a run leaves in its folder: metrics, per-group tables, one results row for reports.
 
 Every run (training or evaluation) writes:
 

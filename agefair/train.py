@@ -42,7 +42,7 @@ def build_system(cfg: DictConfig) -> AgeFairModule:
 
 
 def build_datamodule(cfg: DictConfig, model: AgeFairModule) -> pl.LightningDataModule:
-    """The datamodule of ``cfg.data``, normalising like the model's backbone unless told otherwise."""
+    """The datamodule of ``cfg.data``, normalising like the model's backbone unless told to."""
     norm = model.input_config
     overrides = {}
     if cfg.data.get("mean") is None:

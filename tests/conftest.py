@@ -22,7 +22,9 @@ BAD_NAMES = {
 CORRUPT_NAME = "25_0_1_20170101000000001.jpg.chip.jpg"
 
 
-def face_image(age: int, gender: int, race: int, size: int, rng: np.random.Generator) -> Image.Image:
+def face_image(
+    age: int, gender: int, race: int, size: int, rng: np.random.Generator
+) -> Image.Image:
     """A synthetic "face" whose colour and pattern depend on the labels, so tiny nets can learn."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     base = np.array([60 + 35 * race, 120 + 100 * gender, 40 + 1.5 * age], dtype=float)

@@ -80,7 +80,8 @@ def systems() -> dict[str, torch.nn.Module]:
         "multitask": MultiTaskModule(MultiTaskNet(create_backbone("tiny"))),
         "joint": JointModule(JointNet(create_backbone("tiny"))),
         "separate": SeparateModule.from_config(
-            [["gender", "race"], ["age"]], {"_target_": "agefair.models.backbones.create_backbone", "name": "tiny"}
+            [["gender", "race"], ["age"]],
+            {"_target_": "agefair.models.backbones.create_backbone", "name": "tiny"},
         ),
     }
 

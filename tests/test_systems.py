@@ -28,7 +28,10 @@ def overrides(tmp_path: Path, archive: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("model", MODELS)
 def test_fast_dev_run_every_model(model, tmp_path, tiny_archive):
     extra = VGG_SMALL if model == "vgg16" else []
-    cfg = compose_train(overrides(tmp_path, tiny_archive, f"model={model}", "trainer.fast_dev_run=true", *extra), tmp_path)
+    cfg = compose_train(
+        overrides(tmp_path, tiny_archive, f"model={model}", "trainer.fast_dev_run=true", *extra),
+        tmp_path,
+    )
     row = fit_and_test(cfg)
     assert row["status"] == "ok" and 0 <= row["test/gender_acc"] <= 1
     assert row["pretrained"] is False
@@ -37,7 +40,10 @@ def test_fast_dev_run_every_model(model, tmp_path, tiny_archive):
 @pytest.mark.parametrize("head", ["regression", "expectation", "ordinal"])
 def test_fast_dev_run_every_age_head(head, tmp_path, tiny_archive):
     cfg = compose_train(
-        overrides(tmp_path, tiny_archive, f"model.net.age_head={head}", "trainer.fast_dev_run=true"), tmp_path
+        overrides(
+            tmp_path, tiny_archive, f"model.net.age_head={head}", "trainer.fast_dev_run=true"
+        ),
+        tmp_path,
     )
     assert fit_and_test(cfg)["age_head"] == head
 
@@ -46,8 +52,15 @@ def test_fast_dev_run_every_age_head(head, tmp_path, tiny_archive):
 def trained_run(tmp_path_factory, tiny_archive) -> Path:
     """A 2-epoch multitask run on the tiny data, through the real command line."""
     tmp = tmp_path_factory.mktemp("trained")
-    cmd = [sys.executable, "-m", "agefair.train", *overrides(tmp, tiny_archive),
-           "trainer.max_epochs=2", f"paths.log_dir={tmp}", f"hydra.run.dir={tmp / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agefair.train",
+        *overrides(tmp, tiny_archive),
+        "trainer.max_epochs=2",
+        f"paths.log_dir={tmp}",
+        f"hydra.run.dir={tmp / 'run'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp
@@ -57,9 +70,15 @@ def trained_run(tmp_path_factory, tiny_archive) -> Path:
 def test_evaluate_reproduces_training_test_metrics(trained_run, tiny_archive):
     run = trained_run / "run"
     ckpt = pd.read_csv(run / "results.csv").iloc[0]["checkpoint"]
-    cmd = [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={ckpt}",
-           f"paths.archive={tiny_archive}", f"paths.data_dir={trained_run / 'data'}",
-           f"hydra.run.dir={trained_run / 'eval'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agefair.evaluate",
+        f"ckpt_path={ckpt}",
+        f"paths.archive={tiny_archive}",
+        f"paths.data_dir={trained_run / 'data'}",
+        f"hydra.run.dir={trained_run / 'eval'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -78,13 +97,26 @@ def test_evaluate_on_a_labels_csv_with_age_groups(trained_run, tiny_root, tmp_pa
     for f in files:
         age, gender, race = (int(x) for x in f.split("_")[:3])
         lo = age // 10 * 10
-        rows.append({"file": f"UTKFace/{f}", "gender": ["male", "female"][gender], "race": race,
-                     "age_group": f"{lo}-{lo + 9}"})
+        rows.append(
+            {
+                "file": f"UTKFace/{f}",
+                "gender": ["male", "female"][gender],
+                "race": race,
+                "age_group": f"{lo}-{lo + 9}",
+            }
+        )
     csv = tiny_root / "labels.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     ckpt = trained_run / "run" / "checkpoints" / "last.ckpt"
-    cmd = [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={ckpt}", f"labels={csv}",
-           f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'eval'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agefair.evaluate",
+        f"ckpt_path={ckpt}",
+        f"labels={csv}",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -132,9 +164,16 @@ def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive):
     torch.testing.assert_close(backbone.features[0].weight, ref["features.0.weight"])
 
     cfg = compose_train(
-        overrides(tmp_path, tiny_archive, "model=vgg16", f"model.net.backbone.weights_path={weights}",
-                  "model.freeze_backbone_epochs=1", "trainer.max_epochs=1", "test=false",
-                  "callbacks.model_checkpoint.dirpath=" + str(tmp_path / "ckpt")),
+        overrides(
+            tmp_path,
+            tiny_archive,
+            "model=vgg16",
+            f"model.net.backbone.weights_path={weights}",
+            "model.freeze_backbone_epochs=1",
+            "trainer.max_epochs=1",
+            "test=false",
+            "callbacks.model_checkpoint.dirpath=" + str(tmp_path / "ckpt"),
+        ),
         tmp_path,
     )
     row = fit_and_test(cfg)

@@ -18,7 +18,12 @@ from omegaconf import open_dict
 from agefair.train import build_datamodule, build_system
 from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO
 
-TINY = ["backbone=tiny", "data.img_size=32", "data.batch_size=16", "callbacks.progress.refresh_rate=0"]
+TINY = [
+    "backbone=tiny",
+    "data.img_size=32",
+    "data.batch_size=16",
+    "callbacks.progress.refresh_rate=0",
+]
 
 
 def compose_train(overrides: list[str], out_dir: Path):
@@ -32,8 +37,15 @@ def compose_train(overrides: list[str], out_dir: Path):
 
 
 def run_train(args: list[str], tmp_path: Path, archive: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "agefair.train", f"paths.archive={archive}",
-           f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'outputs'}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agefair.train",
+        f"paths.archive={archive}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
@@ -50,7 +62,9 @@ def test_backbone_configs_instantiate(group, tmp_path):
 
 
 def test_every_config_group_instantiates(tmp_path, tiny_archive):
-    cfg = compose_train([*TINY, f"paths.archive={tiny_archive}", f"paths.data_dir={tmp_path}"], tmp_path)
+    cfg = compose_train(
+        [*TINY, f"paths.archive={tiny_archive}", f"paths.data_dir={tmp_path}"], tmp_path
+    )
     model = build_system(cfg)
     dm = build_datamodule(cfg, model)
     assert dm.hparams.mean == [0.5, 0.5, 0.5]  # taken from the backbone
@@ -87,14 +101,23 @@ def test_fit_writes_outputs_and_resumes(tmp_path, tiny_archive):
     row = pd.read_csv(run / "results.csv").iloc[0]
     assert row["status"] == "ok" and row["params"] > 0 and row["flops_per_image"] > 0
     assert row["examples_seen"] == 2 * 64  # 2 epochs of 4 full batches of 16 (drop_last)
-    for f in ["groups_test.csv", "gaps_test.csv", "confusion_race_test.png", "predictions_test.csv"]:
+    for f in [
+        "groups_test.csv",
+        "gaps_test.csv",
+        "confusion_race_test.png",
+        "predictions_test.csv",
+    ]:
         assert (run / f).is_file(), f
     assert "Per-group test metrics" in proc.stdout + proc.stderr
 
     resumed = tmp_path / "resumed"
     run_train(
-        [*TINY, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-         "hydra.run.dir=" + str(resumed)],
+        [
+            *TINY,
+            "trainer.max_epochs=3",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "hydra.run.dir=" + str(resumed),
+        ],
         tmp_path,
         tiny_archive,
     )
@@ -104,8 +127,15 @@ def test_fit_writes_outputs_and_resumes(tmp_path, tiny_archive):
 
 
 def test_missing_archive_is_a_clear_error(tmp_path):
-    cmd = [sys.executable, "-m", "agefair.train", f"paths.archive={tmp_path / 'nope.tar.gz'}",
-           f"paths.data_dir={tmp_path}", f"paths.log_dir={tmp_path}", "trainer.fast_dev_run=true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agefair.train",
+        f"paths.archive={tmp_path / 'nope.tar.gz'}",
+        f"paths.data_dir={tmp_path}",
+        f"paths.log_dir={tmp_path}",
+        "trainer.fast_dev_run=true",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     assert "UTKFace.tar.gz" in proc.stderr and "UTKFACE_ARCHIVE" in proc.stderr

@@ -83,7 +83,9 @@ def test_unsafe_tar_is_refused_and_writes_nothing(tmp_path, add):
     with pytest.raises(UnsafeArchiveError, match="refusing archive member"):
         safe_extract(archive, dest)
     assert not dest.exists()
-    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out" / "escaped.txt").exists()
+    assert (
+        not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out" / "escaped.txt").exists()
+    )
     assert not list((tmp_path / "out").iterdir())  # no partial folder left behind
 
 
@@ -126,7 +128,12 @@ def test_zip_extracts(tiny_root, tmp_path):
 def _records(n: int, seed: int = 0) -> list[Record]:
     rng = np.random.default_rng(seed)
     return [
-        Record(f"{i:05d}.jpg", int(rng.integers(1, 100)), int(rng.integers(0, 2)), int(rng.integers(0, 5)))
+        Record(
+            f"{i:05d}.jpg",
+            int(rng.integers(1, 100)),
+            int(rng.integers(0, 2)),
+            int(rng.integers(0, 5)),
+        )
         for i in range(n)
     ]
 

@@ -73,6 +73,38 @@ def _cache_key(root: Path, files: Sequence[str], size: int) -> str:
     return h.hexdigest()[:16]
 
 
+def _decode_into(
+    out: np.ndarray,
+    root: Path,
+    files: list[str],
+    size: int,
+    threads: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, list[Reject]]:
+    """Decodes ``files`` into the rows of ``out``; returns which succeeded and the rejects."""
+    ok = np.zeros(len(files), bool)
+    rejects: list[Reject] = []
+
+    def work(i: int) -> str | None:
+        try:
+            out[i] = decode_image(root / files[i], size)
+            return None
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on bad files
+            return f"unreadable image: {type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        results = pool.map(work, range(len(files)), chunksize=64)
+        bar = tqdm(
+            results, total=len(files), desc=f"Decoding images at {size}px", disable=not progress
+        )
+        for i, err in enumerate(bar):
+            if err is None:
+                ok[i] = True
+            else:
+                rejects.append(Reject(files[i], err))
+    return ok, rejects
+
+
 def load_or_build_cache(
     root: str | Path,
     files: Sequence[str],
@@ -108,27 +140,12 @@ def load_or_build_cache(
     # Written under a temporary name and renamed when complete, so concurrent sweep members
     # never read a half-written cache and an interrupted build leaves nothing that looks valid.
     tmp_npy = cache_dir / f".{npy.name}.{os.getpid()}.tmp"
-    images = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-    ok = np.zeros(len(files), bool)
-    rejects: list[Reject] = []
-
-    def work(i: int) -> tuple[int, str | None]:
-        try:
-            images[i] = decode_image(root / files[i], size)
-            return i, None
-        except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on bad files
-            return i, f"unreadable image: {type(err).__name__}: {err}"
-
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        results = pool.map(work, range(len(files)), chunksize=64)
-        bar = tqdm(results, total=len(files), desc=f"Decoding images at {size}px", disable=not progress)
-        for i, err in bar:
-            if err is None:
-                ok[i] = True
-            else:
-                rejects.append(Reject(files[i], err))
-    images.flush()
-    del images
+    out = np.lib.format.open_memmap(
+        tmp_npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3)
+    )
+    ok, rejects = _decode_into(out, root, files, size, threads, progress)
+    out.flush()
+    del out  # closes the memory map before the rename
     os.replace(tmp_npy, npy)
     meta = {
         "version": CACHE_VERSION,

@@ -1,4 +1,4 @@
-"""``UTKFaceDataModule``: archive -> safe extraction -> scan -> decoded cache -> split -> loaders."""
+"""``UTKFaceDataModule``: archive, safe extraction, scan, decoded cache, split, loaders."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
         return find_image_root(safe_extract(self.archive, dest))
 
     def prepare(self, report: bool = False) -> PreparedData:
-        """Extracts, scans, decodes and splits (each reused when done before) and loads the result."""
+        """Extracts, scans, decodes and splits (each reused when done before); loads the result."""
         root = self._image_root()
         records, name_rejects = scan_folder(root)
         decoded = load_or_build_cache(

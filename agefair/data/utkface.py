@@ -157,7 +157,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
 
 
 def find_image_root(folder: Path) -> Path:
-    """The folder that holds the images: ``folder/UTKFace`` as in the official archive, or itself."""
+    """The folder holding the images: ``folder/UTKFace`` as in the official archive, or itself."""
     nested = folder / "UTKFace"
     return nested if nested.is_dir() else folder
 
@@ -190,7 +190,9 @@ def make_split(
         The manifest: columns ``file, age, gender, race, split``, sorted by file.
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     df = pd.DataFrame([r.__dict__ for r in records], columns=["file", "age", "gender", "race"])
     df = df.sort_values("file", ignore_index=True)
     df["split"] = ""

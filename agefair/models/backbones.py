@@ -74,7 +74,9 @@ class ConvBlock(nn.Module):
             self.shortcut = (
                 nn.Identity()
                 if stride == 1 and c_in == c_out
-                else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out))
+                else nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out)
+                )
             )
         self.act = nn.ReLU(inplace=True)
 
@@ -115,7 +117,9 @@ class PlainCNN(Backbone):
     ) -> None:
         super().__init__()
         if depth < 1 or width < 1 or blocks < 1:
-            raise ValueError(f"depth, width and blocks must be >= 1, got {depth}, {width}, {blocks}")
+            raise ValueError(
+                f"depth, width and blocks must be >= 1, got {depth}, {width}, {blocks}"
+            )
         self.stem = nn.Sequential(
             nn.Conv2d(3, width, kernel, stem_stride, kernel // 2, bias=norm == "none"),
             _norm(norm, width),
@@ -153,7 +157,9 @@ class TimmBackbone(Backbone):
         if model_name not in timm.list_models() and not timm.is_model(model_name):
             raise ValueError(f"timm has no model {model_name!r} (see timm.list_models())")
         try:
-            self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
+            self.model = timm.create_model(
+                model_name, pretrained=pretrained, num_classes=0, **kwargs
+            )
         except Exception as err:  # hub/network errors come in many types
             if not pretrained:
                 raise

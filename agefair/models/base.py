@@ -35,7 +35,9 @@ def probabilities(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Gender and race probabilities from a system's raw outputs."""
     res = {}
     for task in ("gender", "race"):
-        res[f"{task}_p"] = out[f"{task}_p"] if f"{task}_p" in out else out[f"{task}_logits"].float().softmax(-1)
+        res[f"{task}_p"] = (
+            out[f"{task}_p"] if f"{task}_p" in out else out[f"{task}_logits"].float().softmax(-1)
+        )
     return res
 
 
@@ -187,7 +189,9 @@ class AgeFairModule(pl.LightningModule):
             self.log(f"val/{name}_best", self.best[name])
         self._log_groups("val")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
-        log.info("Epoch %d (%d examples seen): val %s", self.current_epoch, self.examples_seen, shown)
+        log.info(
+            "Epoch %d (%d examples seen): val %s", self.current_epoch, self.examples_seen, shown
+        )
 
     def on_test_epoch_end(self) -> None:
         self._log_split("test")

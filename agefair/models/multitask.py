@@ -69,7 +69,9 @@ class MultiTaskNet(nn.Module):
             if task == "age":
                 losses["age"] = head.loss(out, batch["age"])
             else:
-                losses[task] = head.loss(out[f"{task}_logits"], batch[task], class_weights.get(task))
+                losses[task] = head.loss(
+                    out[f"{task}_logits"], batch[task], class_weights.get(task)
+                )
         return losses
 
 

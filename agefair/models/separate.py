@@ -29,7 +29,9 @@ class SeparateModule(AgeFairModule):
         super().__init__(**kwargs)
         served = [t for net in nets.values() for t in net.tasks]
         if sorted(served) != ["age", "gender", "race"]:
-            raise ValueError(f"the networks must serve age, gender and race once each, got {served}")
+            raise ValueError(
+                f"the networks must serve age, gender and race once each, got {served}"
+            )
         self.nets = nn.ModuleDict(dict(nets))
 
     @classmethod
@@ -43,7 +45,9 @@ class SeparateModule(AgeFairModule):
         """Builds one network per task group, each with its own backbone built from ``backbone``
         (a Hydra config node), so the networks share nothing."""
         nets = {
-            "+".join(group): MultiTaskNet(instantiate(backbone), tasks=tuple(group), **dict(net or {}))
+            "+".join(group): MultiTaskNet(
+                instantiate(backbone), tasks=tuple(group), **dict(net or {})
+            )
             for group in groups
         }
         return cls(nets, **kwargs)

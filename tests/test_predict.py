@@ -1,0 +1,395 @@
+"""Tests of agefair.predict: the Predictor on generated and real photos, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agefair.checkpoint import CheckpointError
+from agefair.data.utkface import GENDERS, RACES
+from agefair.detect import (
+    YUNET_ENV_VAR,
+    YUNET_FILENAME,
+    CentreDetector,
+    FaceBox,
+    StaticDetector,
+    create_detector,
+    crop_face,
+)
+from agefair.imageio import ImageError, load_image
+from agefair.predict import (
+    CKPT_ENV_VAR,
+    FacePrediction,
+    NoCheckpointError,
+    Predictor,
+    default_checkpoint,
+    draw_predictions,
+    format_label,
+    main,
+)
+from tests.conftest import REPO, SHARED
+
+PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", SHARED / "photos"))
+YUNET = Path(os.environ.get(YUNET_ENV_VAR, SHARED / "models" / YUNET_FILENAME))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (test_app.py and test_browser.py use them too)
+# --------------------------------------------------------------------------------------------
+def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
+    """Trains a tiny system for one epoch on the tiny archive, once per test session.
+
+    The checkpoint is kept under pytest's session folder, so every test module asking for it
+    in the same session reuses it instead of training again.
+    """
+    run = base / "tiny_predict_run"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        return ckpt
+    cmd = [
+        sys.executable, "-m", "agefair.train", "backbone=tiny", "data.img_size=32",
+        "data.batch_size=16", "trainer.max_epochs=1", "test=false",
+        "callbacks.progress.refresh_rate=0", f"paths.archive={archive}",
+        f"paths.data_dir={base / 'tiny_predict_data'}", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and ckpt.is_file(), proc.stdout[-2000:] + proc.stderr[-3000:]
+    return ckpt
+
+
+def photos_dir() -> Path:
+    """The real test photos; skips when they are absent."""
+    if not (PHOTOS / "two_people.jpg").is_file():
+        pytest.skip(f"real test photos not found in {PHOTOS}: set AGEFAIR_PHOTOS")
+    return PHOTOS
+
+
+def yunet_path() -> Path:
+    """The YuNet model file; skips when it is absent."""
+    if not YUNET.is_file():
+        pytest.skip(f"YuNet model not found at {YUNET}: set {YUNET_ENV_VAR}")
+    return YUNET
+
+
+def check_face(face: FacePrediction, width: int, height: int) -> None:
+    """Every field of a prediction is present and in range."""
+    x0, y0, x1, y1 = face.box
+    assert all(isinstance(v, int) for v in face.box)
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+    assert 0 <= face.age <= 130
+    assert face.age_sd is None or face.age_sd > 0
+    assert face.gender in GENDERS and 0.5 <= face.gender_p <= 1
+    assert list(face.race_p) == list(RACES)
+    assert sum(face.race_p.values()) == pytest.approx(1, abs=1e-4)
+    assert face.race == max(face.race_p, key=face.race_p.get)
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
+
+
+@pytest.fixture(scope="module")
+def centre(tiny_ckpt) -> Predictor:
+    return Predictor.from_checkpoint(tiny_ckpt, detector=CentreDetector())
+
+
+@pytest.fixture(scope="module")
+def yunet_predictor(tiny_ckpt) -> Predictor:
+    return Predictor.from_checkpoint(
+        tiny_ckpt, detector=create_detector("yunet", model_path=yunet_path())
+    )
+
+
+def textured(width: int, height: int, seed: int = 0, grain: int | None = None) -> np.ndarray:
+    """A smooth random picture with detail about ``grain`` pixels across (default: coarse)."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 36, 3) if grain is None else (height // grain, width // grain, 3)
+    small = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Finding checkpoints
+# --------------------------------------------------------------------------------------------
+def _touch(path: Path, mtime: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_default_checkpoint_picks_newest_run_and_its_best(tmp_path, monkeypatch):
+    monkeypatch.delenv(CKPT_ENV_VAR, raising=False)
+    root = tmp_path / "outputs"
+    with pytest.raises(NoCheckpointError, match=r"make train.*--ckpt"):
+        default_checkpoint(root)
+    _touch(root / "train/runs/a/checkpoints/epoch004.ckpt", 1000)
+    _touch(root / "train/runs/a/checkpoints/last.ckpt", 1001)
+    assert default_checkpoint(root).name == "epoch004.ckpt"  # best beats last in one run
+    _touch(root / "train/multiruns/b/0/checkpoints/last.ckpt", 2000)  # newer run, no best
+    assert default_checkpoint(root) == root / "train/multiruns/b/0/checkpoints/last.ckpt"
+    _touch(root / "train/runs/c/checkpoints/epoch001.ckpt", 3000)
+    _touch(root / "train/runs/c/checkpoints/last.ckpt", 3001)
+    assert default_checkpoint(root) == root / "train/runs/c/checkpoints/epoch001.ckpt"
+
+    chosen = _touch(tmp_path / "elsewhere.ckpt", 10)
+    monkeypatch.setenv(CKPT_ENV_VAR, str(chosen))
+    assert default_checkpoint(root) == chosen
+    monkeypatch.setenv(CKPT_ENV_VAR, str(tmp_path / "missing.ckpt"))
+    with pytest.raises(NoCheckpointError, match=CKPT_ENV_VAR):
+        default_checkpoint(root)
+
+
+def test_from_checkpoint_without_any_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.delenv(CKPT_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="make train"):
+        Predictor.from_checkpoint(detector=CentreDetector())
+
+
+def test_foreign_and_broken_checkpoints_are_refused_clearly(tmp_path):
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 3}, foreign)
+    with pytest.raises(CheckpointError, match="not an agefair checkpoint"):
+        Predictor.from_checkpoint(foreign, detector=CentreDetector())
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        Predictor.from_checkpoint(text, detector=CentreDetector())
+
+
+# --------------------------------------------------------------------------------------------
+# The Predictor on generated images
+# --------------------------------------------------------------------------------------------
+def test_from_checkpoint_takes_sizes_and_normalisation(centre):
+    assert centre.img_size == 32 and centre.cache_size == 32
+    assert centre.mean == (0.5, 0.5, 0.5) and centre.system == "MultiTaskModule"
+    assert centre.checkpoint is not None and centre.checkpoint.name == "last.ckpt"
+
+
+def test_every_input_kind_gives_the_same_answer(centre, tmp_path):
+    image = textured(300, 240)
+    path = tmp_path / "photo.png"
+    Image.fromarray(image).save(path)
+    sources = [path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes()), image,
+               Image.fromarray(image)]  # fmt: skip
+    results = [centre(src) for src in sources]
+    assert all(len(r) == 1 for r in results)
+    check_face(results[0][0], 300, 240)
+    for other in results[1:]:
+        assert other[0].box == results[0][0].box
+        assert other[0].age == pytest.approx(results[0][0].age, abs=1e-4)
+
+
+def test_all_faces_go_through_the_model_in_one_batch(tiny_ckpt, monkeypatch):
+    boxes = [(10, 10, 60, 75, 0.9), (100, 20, 150, 85, 0.8), (200, 30, 240, 82, 0.7)]
+    predictor = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector(boxes))
+    calls = []
+    infer = predictor.model.infer
+    monkeypatch.setattr(predictor.model, "infer", lambda x: calls.append(len(x)) or infer(x))
+    result = predictor.analyse(textured(320, 200))
+    assert calls == [3]
+    assert [f.box for f in result.faces] == [
+        [10, 10, 60, 75],
+        [100, 20, 150, 85],
+        [200, 30, 240, 82],
+    ]
+    assert [f.det_score for f in result.faces] == [0.9, 0.8, 0.7]
+    assert set(result.timings_ms) == {"decode", "detect", "crop", "model"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+    for face in result.faces:
+        check_face(face, 320, 200)
+
+    capped = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector(boxes), max_faces=2)
+    result = capped.analyse(textured(320, 200))
+    assert len(result.faces) == 2 and result.n_detected == 3
+
+
+def test_no_face_gives_an_empty_list(tiny_ckpt):
+    predictor = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector([]))
+    result = predictor.analyse(textured(200, 200))
+    assert result.faces == [] and result.n_detected == 0 and result.timings_ms["model"] == 0
+
+
+def test_boxes_past_the_edge_are_clipped(tiny_ckpt):
+    predictor = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector([(-20, -5, 60, 90)]))
+    (face,) = predictor(textured(100, 80))
+    assert face.box == [0, 0, 60, 80]
+
+
+def test_unreadable_and_oversized_inputs_raise_image_error(centre, tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        centre(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="not a recognised image format"):
+        centre(b"this is text, not a photo")
+    small = Predictor(centre.model, detector=CentreDetector(), img_size=32, max_pixels=10_000)
+    with pytest.raises(ImageError, match="more than the limit"):
+        small(jpeg_bytes(textured(200, 100)))
+
+
+def test_large_jpeg_is_cropped_from_a_reduced_decode_like_from_full_size(tiny_ckpt):
+    """Detection sees a quarter-scale decode; the crops still match crops of the full photo."""
+    width, height = 3200, 2400
+    data = jpeg_bytes(textured(width, height, seed=3, grain=8), quality=95)
+    full = load_image(data)  # compare with the decoded JPEG, not the pre-compression array
+    seen = load_image(data, max_side=800)
+    # Boxes in the coordinates of what the detector sees (800 px wide: a quarter of the photo).
+    seen_boxes = [FaceBox(100, 100, 160, 170, 0.9), FaceBox(500, 300, 530, 335, 0.8)]
+    for cache_size in (32, 64, 200):
+        predictor = Predictor.from_checkpoint(
+            tiny_ckpt, detector=StaticDetector(seen_boxes), detect_side=800, cache_size=cache_size
+        )
+        found = predictor.extract_faces(data)
+        assert (found.width, found.height) == (width, height)
+        assert [b.as_list() for b in found.boxes] == [b.scaled(4).as_list() for b in seen_boxes]
+        for seen_box, box, crop in zip(seen_boxes, found.boxes, found.crops, strict=True):
+            assert crop.shape == (cache_size, cache_size, 3)
+            reference = crop_face(full, box, out_size=cache_size).astype(int)
+            diff = np.abs(crop.astype(int) - reference).mean()
+            naive = np.abs(crop_face(seen, seen_box, out_size=cache_size) - reference).mean()
+            if cache_size == 32:  # every crop has >= 32 px in the detection image: it is used
+                assert diff == naive < 5
+            else:  # a second decode at a larger scale: far closer than the detection image
+                assert diff < 2 and diff < naive / 2, (cache_size, diff, naive)
+
+
+def test_predict_crops_matches_the_training_path(centre, tiny_root):
+    files = sorted((tiny_root / "UTKFace").glob("*_*_*_*.jpg.chip.jpg"))[:5]
+    crops = [load_image(f) for f in files]
+    preds = centre.predict_crops(crops)
+    assert len(preds) == 5 and centre.predict_crops([]) == []
+    for face, crop in zip(preds, crops, strict=True):
+        check_face(face, crop.shape[1], crop.shape[0])
+        assert face.det_score is None and face.box == [0, 0, crop.shape[1], crop.shape[0]]
+    with pytest.raises(ValueError, match="uint8"):
+        centre.predict_crops([crops[0].astype(np.float32)])
+
+
+def test_draw_predictions_labels_each_face(centre):
+    image = textured(400, 300)
+    preds = centre(image)
+    label = format_label(preds[0])
+    assert "±" in label and "%" in label and preds[0].gender in label and preds[0].race in label
+    drawn = draw_predictions(image, preds)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn, image) and image is not drawn
+    x0, y0, x1, _ = preds[0].box
+    assert not np.array_equal(drawn[y0 + 5, x0:x1], image[y0 + 5, x0:x1])  # the box's edges
+
+
+# --------------------------------------------------------------------------------------------
+# Real photos with YuNet
+# --------------------------------------------------------------------------------------------
+def test_two_people(yunet_predictor):
+    result = yunet_predictor.analyse(photos_dir() / "two_people.jpg")
+    assert (result.width, result.height) == (1126, 661)
+    assert len(result.faces) == 2
+    for face in result.faces:
+        check_face(face, result.width, result.height)
+        assert face.det_score > 0.8
+    left, right = sorted(result.faces, key=lambda f: f.box[0])
+    assert left.box[2] < 563 < right.box[0]  # one person on each side
+
+
+def test_exif_rotated_phone_photo(yunet_predictor, tiny_ckpt):
+    """A photo stored sideways with an EXIF orientation gets boxes in upright coordinates."""
+    upright = Image.open(photos_dir() / "two_people.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buf = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=95, exif=exif)
+    reference = sorted(f.box for f in yunet_predictor(photos_dir() / "two_people.jpg"))
+    # detect_side=500: the 1126 px photo is decoded at half scale for detection.
+    small_decode = Predictor.from_checkpoint(
+        tiny_ckpt, detector=yunet_predictor.detector, detect_side=500
+    )
+    for predictor in (yunet_predictor, small_decode):  # full decode, then reduced-scale decode
+        result = predictor.analyse(buf.getvalue())
+        assert (result.width, result.height) == (1126, 661)
+        assert len(result.faces) == 2
+        for box, ref in zip(sorted(f.box for f in result.faces), reference, strict=True):
+            assert np.abs(np.subtract(box, ref)).max() < 12, (box, ref)
+
+
+def test_dog_photo_gives_at_most_one_face(yunet_predictor):
+    # YuNet scores one dog's face 0.77-0.89 depending on scale (see agefair.detect): known.
+    assert len(yunet_predictor(photos_dir() / "no_faces_dogs.jpg")) <= 1
+
+
+def test_rgba_png_photo(yunet_predictor):
+    faces = yunet_predictor(photos_dir() / "astronaut.png")
+    assert len(faces) == 1
+    check_face(faces[0], 512, 512)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def test_cli_json_and_unreadable_file(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(YUNET_ENV_VAR, str(yunet_path()))
+    photo = photos_dir() / "two_people.jpg"
+    text = tmp_path / "notes.jpg"
+    text.write_text("a text file renamed .jpg")
+    code = main([str(photo), str(text), str(tmp_path / "missing.jpg"), "--ckpt", str(tiny_ckpt),
+                 "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1
+    results = json.loads(out)
+    assert [r["file"] for r in results] == [str(photo), str(text), str(tmp_path / "missing.jpg")]
+    assert results[0]["n_faces"] == 2 and len(results[0]["faces"]) == 2
+    assert {"box", "age", "age_sd", "gender", "gender_p", "race", "race_p"} <= set(
+        results[0]["faces"][0]
+    )
+    assert "not a recognised image format" in results[1]["error"]
+    assert "no such file" in results[2]["error"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("agefair predict: error:") for line in lines)
+    assert "Traceback" not in err
+
+
+def test_cli_table_out_and_no_face(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(YUNET_ENV_VAR, str(yunet_path()))
+    photo = photos_dir() / "two_people.jpg"
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (320, 240), (200, 200, 200)).save(blank)
+    out_path = tmp_path / "annotated.jpg"
+    assert main([str(photo), "--ckpt", str(tiny_ckpt), "--out", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 faces" in out and "±" in out and str(out_path) in out
+    with Image.open(out_path) as img:
+        assert img.size == (1126, 661)
+
+    assert (
+        main([str(blank), str(photo), "--ckpt", str(tiny_ckpt), "--out-dir", str(tmp_path / "d")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "blank.png (320x240): no face found" in out
+    assert (tmp_path / "d" / "two_people_predicted.jpg").is_file()
+
+
+def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    Image.fromarray(textured(64, 64)).save(photo)
+    assert main([str(photo), "--ckpt", str(tmp_path / "nope.ckpt")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "make train" in err
