@@ -10,6 +10,7 @@ COMMANDS = {
     "bench": ("agefair.bench", "throughput of data pipeline, model step and training loop"),
     "evaluate": ("agefair.evaluate", "a checkpoint on the test split or other labelled images"),
     "predict": ("agefair.predict", "age, gender and ethnicity for the faces in photos"),
+    "report": ("agefair.report", "collect a sweep's results rows into a CSV and a table"),
     "serve": ("agefair.app.server", "the web app and JSON API on http://127.0.0.1:8000"),
 }
 

@@ -1,0 +1,83 @@
+"""Collect the results rows of a sweep into one CSV and a markdown table.
+
+    python -m agefair.report outputs/compare_approaches/multiruns/<time>
+    agefair report outputs/compare_approaches/multiruns/<time> --out experiments/compare_approaches
+
+Every member's ``results.csv`` (see ``agefair.results``) becomes one row; failed members stay in
+the table with their error, so a report never hides a member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = {
+    "model": "model",
+    "backbone": "backbone",
+    "pretrained": "pretrained",
+    "status": "status",
+    "test/age_mae": "age MAE",
+    "test/age_cs5": "CS@5",
+    "test/gender_acc": "gender acc",
+    "test/race_acc": "race acc",
+    "test/race_acc_balanced": "race bal. acc",
+    "params": "params",
+    "flops_per_image": "FLOPs/img",
+    "latency_ms_b1": "latency b1 (ms)",
+    "train_time_s": "train time (s)",
+    "examples_seen": "images seen",
+}
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per member of a sweep folder (members are its numbered subfolders)."""
+    sweep_dir = Path(sweep_dir)
+    files = sorted(
+        sweep_dir.glob("*/results.csv"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if not files:
+        raise FileNotFoundError(f"no */results.csv under {sweep_dir}: is it a multirun folder?")
+    rows = [pd.read_csv(f).assign(member=f.parent.name) for f in files]
+    return pd.concat(rows, ignore_index=True)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """The headline columns as a markdown table, numbers rounded for reading."""
+    cols = [c for c in COLUMNS if c in df.columns]
+    shown = df[cols].rename(columns=COLUMNS).copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(
+                lambda v: "" if pd.isna(v) else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
+            )
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "---|" * len(shown.columns)
+    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    if "error" in df.columns:
+        for _, row in df[df["status"] == "failed"].iterrows():
+            lines.append(f"\n*{row.get('model', '?')} failed:* `{row['error']}`")
+    return "\n".join([header, rule, *lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agefair report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.csv, table.md")
+    args = parser.parse_args(argv)
+    df = collect(args.sweep_dir)
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "results.csv", index=False)
+    table = markdown_table(df)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
