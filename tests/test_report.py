@@ -42,7 +42,7 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
         "agefair.train",
         "-m",
         "backbone=tiny",
-        "backbone.width=4,0",
+        "+backbone.width=4,0",
         "data.img_size=32",
         "data.batch_size=16",
         "trainer.fast_dev_run=true",
