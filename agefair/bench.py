@@ -5,9 +5,10 @@
 
 Measures images/second of (a) decoding JPEGs + augmentation every time, (b) augmentation from the
 decoded cache, (c) the bare train step of the model on ready-made tensors (the ceiling), (d) the
-full Lightning training loop, and inference at batch 1 and 64. Figures move by +-20% between
-runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken in one run, are what to
-compare. Writes ``outputs/bench/data.json``.
+full Lightning training loop, and inference at batch 1 and 64; and, for a 1-megapixel photo with
+one face, the time of each prediction stage and of the whole request through the web server.
+Figures move by +-20% between runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken
+in one run, are what to compare. Writes ``outputs/bench/data.json``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 
+import cv2
 import hydra
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -118,6 +123,72 @@ def bench_loop(cfg: DictConfig, dm, steps: int, warmup: int) -> float:
     return _rate(timer.images, timer.end - timer.start)
 
 
+def one_megapixel_face() -> bytes | None:
+    """A 1-megapixel JPEG with one face: the public-domain astronaut photo, enlarged."""
+    photos = os.environ.get("AGEFAIR_PHOTOS")
+    path = Path(photos) / "astronaut.png" if photos else None
+    if path is None or not path.is_file():
+        return None
+    image = cv2.imread(str(path))
+    ok, buf = cv2.imencode(".jpg", cv2.resize(image, (1024, 1024)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return buf.tobytes()
+
+
+def bench_photo_request(model, cfg: DictConfig, repeats: int) -> dict:
+    """Stages of one photo (decode, detect, crop, model) and the whole request through the server.
+
+    The server runs in uvicorn on a free loopback port, in this process, so both figures come
+    from the same model and machine state; the ratio is the server's overhead.
+    """
+    photo = one_megapixel_face()
+    if photo is None or not os.environ.get("AGEFAIR_YUNET_MODEL"):
+        log.warning("photo request figures skipped: set AGEFAIR_PHOTOS and AGEFAIR_YUNET_MODEL")
+        return {}
+    import httpx
+    import uvicorn
+
+    from agefair.app.server import create_app
+    from agefair.predict import Predictor
+
+    predictor = Predictor(model.eval(), img_size=cfg.data.img_size, cache_size=cfg.data.cache_size)
+    stages = []
+    for _ in range(repeats + 2):
+        stages.append(predictor.analyse(photo).timings_ms)
+    stages = stages[2:]
+    median = {k: float(np.median([t[k] for t in stages])) for k in stages[0]}
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/predict"
+        files = {"file": ("photo.jpg", photo, "image/jpeg")}
+        times = []
+        with httpx.Client(timeout=60) as client:
+            for i in range(repeats + 2):
+                start = time.perf_counter()
+                client.post(url, files=files).raise_for_status()
+                if i >= 2:
+                    times.append((time.perf_counter() - start) * 1000)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    stage_sum = sum(median.values())
+    request = float(np.median(times))
+    return {
+        **{f"photo_{k}_ms": round(v, 2) for k, v in median.items()},
+        "photo_stages_ms": round(stage_sum, 2),
+        "photo_request_ms": round(request, 2),
+        "request_over_stages": round(request / stage_sum, 2),
+        "photo": "astronaut.png enlarged to 1024x1024 JPEG (1 face, 1.05 MP)",
+    }
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
 def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed)
@@ -139,6 +210,7 @@ def main(cfg: DictConfig) -> None:
     loop = bench_loop(cfg, dm, b.steps, b.warmup)
     img = cfg.data.img_size
     costs = measure_complexity(model, (3, img, img))
+    photo = bench_photo_request(model, cfg, b.photo_repeats)
 
     result = {
         "decode_img_s": decode,
@@ -162,6 +234,7 @@ def main(cfg: DictConfig) -> None:
         "steps": b.steps,
         "images_for_data_figures": b.images,
         "note": "data figures (a, b) on one core; model figures (c, d) with torch_threads",
+        **photo,
     }
     out = Path(cfg.paths.log_dir) / "bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +244,8 @@ def main(cfg: DictConfig) -> None:
     print(f"written to {out / 'data.json'}")
     if result["cached_over_step"] < 3 or result["loop_over_step"] < 0.8:
         log.warning("below target: cached/step >= 3 and loop/step >= 0.8 expected")
+    if photo and photo["request_over_stages"] > 1.3:
+        log.warning("below target: a request should cost <= 1.3x the sum of its stages")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from agefair.data.datamodule import FaceDataset
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +25,46 @@ class FreezeBackbone(BaseFinetuning):
     start and unfreezing only turns its gradients on.
     """
 
-    def __init__(self, unfreeze_at_epoch: int = 2, train_bn: bool = False) -> None:
+    def __init__(
+        self, unfreeze_at_epoch: int = 2, train_bn: bool = False, cache_features: bool = False
+    ) -> None:
         super().__init__()
         self.unfreeze_at_epoch = unfreeze_at_epoch
         self.train_bn = train_bn
+        self.cache_features = cache_features
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        frozen = trainer.current_epoch < self.unfreeze_at_epoch
+        if not hasattr(pl_module, "cached_features"):
+            return  # systems without a single backbone + heads split run the frozen forward
+        if frozen and self.cache_features and pl_module.cached_features is None:
+            pl_module.cached_features = self._features(trainer, pl_module)
+        elif not frozen:
+            pl_module.cached_features = None
+
+    @staticmethod
+    @torch.no_grad()
+    def _features(trainer: pl.Trainer, pl_module: pl.LightningModule) -> torch.Tensor:
+        """Backbone features of every training image, computed once without augmentation.
+
+        A frozen backbone gives the same features every epoch, so the heads can train on them
+        at a fraction of the cost (VGG-16 runs ~2 images/s at 224 px on two cores).
+        """
+        dm = trainer.datamodule
+        train = dm.datasets["train"]
+        plain = FaceDataset(train.images, train.table, dm.transform("val"))
+        loader = DataLoader(plain, batch_size=dm.hparams.batch_size, num_workers=0)
+        backbone = pl_module.net.backbone
+        was_training = backbone.training
+        backbone.eval()
+        feats = [
+            backbone(pl_module._prepare(b["image"].to(pl_module.device)))
+            for b in tqdm(loader, desc="Backbone features (frozen)", leave=False)
+        ]
+        backbone.train(was_training)
+        log.info("Computed frozen backbone features of %d training images once", len(plain))
+        return torch.cat(feats)
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         if self.unfreeze_at_epoch > 0:

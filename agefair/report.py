@@ -46,22 +46,28 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def to_markdown(df: pd.DataFrame) -> str:
+    """Any table as markdown, floats rounded for reading (3 decimals, or 3 digits when large)."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
+        return str(v)
+
+    header = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    lines = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *lines])
+
+
 def markdown_table(df: pd.DataFrame) -> str:
-    """The headline columns as a markdown table, numbers rounded for reading."""
+    """The headline columns of a sweep as a markdown table, with failed members' errors."""
     cols = [c for c in COLUMNS if c in df.columns]
-    shown = df[cols].rename(columns=COLUMNS).copy()
-    for col in shown.columns:
-        if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(
-                lambda v: "" if pd.isna(v) else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
-            )
-    header = "| " + " | ".join(shown.columns) + " |"
-    rule = "|" + "---|" * len(shown.columns)
-    lines = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    lines = [to_markdown(df[cols].rename(columns=COLUMNS))]
     if "error" in df.columns:
         for _, row in df[df["status"] == "failed"].iterrows():
             lines.append(f"\n*{row.get('model', '?')} failed:* `{row['error']}`")
-    return "\n".join([header, rule, *lines])
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

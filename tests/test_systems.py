@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from agefair.checkpoint import CheckpointError, load_system
 from agefair.models.backbones import create_backbone
-from agefair.train import fit_and_test
+from agefair.train import build_system, fit_and_test
 from tests.conftest import CORRUPT_NAME, REPO
 from tests.test_train import TINY, compose_train
 
@@ -152,7 +153,7 @@ def test_checkpoint_errors_are_clear(trained_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive):
+def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive, caplog):
     """Weights from a local file load through the real path; frozen layers stay unchanged."""
     from torchvision.models import vgg16
 
@@ -176,8 +177,12 @@ def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive):
         ),
         tmp_path,
     )
+    caplog.set_level(logging.INFO, logger="agefair")
+    model = build_system(cfg)
+    assert model.hparams.cache_frozen_features
     row = fit_and_test(cfg)
     assert row["pretrained"] is True and row["examples_seen"] > 0
+    assert "Computed frozen backbone features" in caplog.text
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
     # one frozen epoch: every VGG-16 conv weight is exactly as loaded
     for key, value in ref.items():

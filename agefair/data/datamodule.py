@@ -58,6 +58,7 @@ class FaceDataset(Dataset):
 
     def __init__(self, images: np.ndarray, table: pd.DataFrame, transform: Callable) -> None:
         self.images = images
+        self.table = table
         self.rows = table["row"].to_numpy()
         self.labels = table[["age", "gender", "race"]].to_numpy(np.int64)
         self.transform = transform
@@ -72,6 +73,7 @@ class FaceDataset(Dataset):
             "age": age,
             "gender": gender,
             "race": race,
+            "index": i,  # lets a system look up features it computed once (frozen backbone)
         }
 
 

@@ -55,6 +55,8 @@ class AgeFairModule(pl.LightningModule):
         backbone_lr_factor: learning rate of the backbone relative to ``lr`` (below 1 when
             fine-tuning a pretrained backbone).
         freeze_backbone_epochs: keep the backbone frozen for this many epochs, then fine-tune.
+        cache_frozen_features: while the backbone is frozen, compute its features of the
+            training images once and train the heads on them (see ``FreezeBackbone``).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class AgeFairModule(pl.LightningModule):
         channels_last: bool = True,
         backbone_lr_factor: float = 1.0,
         freeze_backbone_epochs: int = 0,
+        cache_frozen_features: bool = False,
     ) -> None:
         super().__init__()
         # Collects the arguments of every __init__ up the class hierarchy (the system's and
@@ -134,8 +137,12 @@ class AgeFairModule(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ training
+    def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The forward pass of a training step; systems may serve it from cached features."""
+        return self(self._prepare(batch["image"]))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(self._prepare(batch["image"]))
+        out = self.training_forward(batch)
         losses = self.compute_loss(out, batch)
         self.examples_seen += batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True)
@@ -271,7 +278,12 @@ class AgeFairModule(pl.LightningModule):
         if self.hparams.freeze_backbone_epochs > 0:
             from agefair.callbacks import FreezeBackbone
 
-            return [FreezeBackbone(self.hparams.freeze_backbone_epochs)]
+            return [
+                FreezeBackbone(
+                    self.hparams.freeze_backbone_epochs,
+                    cache_features=self.hparams.cache_frozen_features,
+                )
+            ]
         return []
 
     # ------------------------------------------------------------------ checkpoints

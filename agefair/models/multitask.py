@@ -50,7 +50,10 @@ class MultiTaskNet(nn.Module):
             self.heads["race"] = ClassHead(f, len(RACES), dropout, label_smoothing)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone(images)
+        return self.forward_heads(self.backbone(images))
+
+    def forward_heads(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heads on pooled backbone features."""
         out: dict[str, torch.Tensor] = {}
         for task, head in self.heads.items():
             if task == "age":
@@ -86,9 +89,16 @@ class MultiTaskModule(AgeFairModule):
     def __init__(self, net: MultiTaskNet, **kwargs) -> None:
         super().__init__(**kwargs)
         self.net = net
+        # Backbone features of the training set, filled by FreezeBackbone while it is frozen.
+        self.cached_features: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(images)
+
+    def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        if self.cached_features is not None and "index" in batch:
+            return self.net.forward_heads(self.cached_features[batch["index"]])
+        return super().training_forward(batch)
 
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         losses = self.net.task_losses(out, batch)
