@@ -145,7 +145,11 @@ class AgeFairModule(pl.LightningModule):
         out = self.training_forward(batch)
         losses = self.compute_loss(out, batch)
         self.examples_seen += batch["image"].shape[0]
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True)
+        # The total per step (for the progress bar and curves); the parts per epoch only, since
+        # every logged value costs a little in each step.
+        self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True)
+        parts = {f"train/{k}": v for k, v in losses.items() if k != "loss"}
+        self.log_dict(parts, on_step=False, on_epoch=True)
         with torch.no_grad():
             self.train_metrics.update({"age": out["age"].detach(), **probabilities(out)}, batch)
         return losses["loss"]
