@@ -49,6 +49,14 @@ def test_fast_dev_run_every_age_head(head, tmp_path, tiny_archive):
     assert fit_and_test(cfg)["age_head"] == head
 
 
+def evaluate_cli(*args: str) -> tuple[dict, str]:
+    """Runs ``python -m agefair.evaluate``; returns its last-line JSON and all its output."""
+    cmd = [sys.executable, "-m", "agefair.evaluate", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout + proc.stderr
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, tiny_archive) -> Path:
     """A 2-epoch multitask run on the tiny data, through the real command line."""
@@ -71,18 +79,12 @@ def trained_run(tmp_path_factory, tiny_archive) -> Path:
 def test_evaluate_reproduces_training_test_metrics(trained_run, tiny_archive):
     run = trained_run / "run"
     ckpt = pd.read_csv(run / "results.csv").iloc[0]["checkpoint"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "agefair.evaluate",
+    printed, _ = evaluate_cli(
         f"ckpt_path={ckpt}",
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={trained_run / 'data'}",
         f"hydra.run.dir={trained_run / 'eval'}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    )
     trained = json.loads((run / "metrics.json").read_text())
     for key in ("age_mae", "age_cs5", "gender_acc", "race_acc", "race_acc_balanced"):
         assert printed[key] == pytest.approx(trained[key], abs=1e-9), key
@@ -109,20 +111,14 @@ def test_evaluate_on_a_labels_csv_with_age_groups(trained_run, tiny_root, tmp_pa
     csv = tiny_root / "labels.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     ckpt = trained_run / "run" / "checkpoints" / "last.ckpt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "agefair.evaluate",
+    printed, output = evaluate_cli(
         f"ckpt_path={ckpt}",
         f"labels={csv}",
         f"paths.data_dir={tmp_path}",
         f"hydra.run.dir={tmp_path / 'eval'}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    )
     assert printed["n"] == 19 and 0 <= printed["age_group_acc"] <= 1 and "age_mae" not in printed
-    assert f"Skipped UTKFace/{CORRUPT_NAME}" in proc.stdout + proc.stderr
+    assert f"Skipped UTKFace/{CORRUPT_NAME}" in output
 
 
 @pytest.mark.slow
