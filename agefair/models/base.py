@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def _contains(parent: nn.Module, child: nn.Module) -> bool:
-    return any(m is child for m in parent.modules())
-
-
 def probabilities(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Gender and race probabilities from a system's raw outputs."""
     res = {}
@@ -239,11 +235,7 @@ class AgeFairModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def backbones(self) -> list[Backbone]:
         """The system's backbones (several for ``SeparateModule``)."""
-        found: list[Backbone] = []
-        for m in self.modules():
-            if isinstance(m, Backbone) and not any(m is b or _contains(b, m) for b in found):
-                found.append(m)
-        return found
+        return [m for m in self.modules() if isinstance(m, Backbone)]
 
     def configure_optimizers(self) -> Any:
         # Every parameter goes in, frozen ones too (AdamW skips parameters without gradients),
