@@ -32,7 +32,7 @@ from agefair.data.cache import load_or_build_cache
 from agefair.data.datamodule import FaceDataset
 from agefair.data.utkface import GENDERS, RACES, scan_folder
 from agefair.group_metrics import age_group_metrics, parse_age_groups
-from agefair.models.base import AgeFairModule
+from agefair.models.base import AgeFairModule, prediction_frame
 from agefair.results import write_split_outputs
 from agefair.train import build_datamodule
 
@@ -53,20 +53,7 @@ def predict_frame(model: AgeFairModule, loader: DataLoader, precision: str = "32
     for batch in tqdm(loader, desc="Evaluating", leave=False):
         with autocast:
             pred = model.infer(batch["image"])
-        frames.append(
-            pd.DataFrame(
-                {
-                    "age": batch["age"].numpy(),
-                    "gender": batch["gender"].numpy(),
-                    "race": batch["race"].numpy(),
-                    "age_pred": pred["age"].float().numpy(),
-                    "gender_pred": pred["gender_p"].argmax(-1).numpy(),
-                    "race_pred": pred["race_p"].argmax(-1).numpy(),
-                    "gender_p": pred["gender_p"].float().max(-1).values.numpy(),
-                    "race_p": pred["race_p"].float().max(-1).values.numpy(),
-                }
-            )
-        )
+        frames.append(prediction_frame(batch, pred))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -37,6 +37,26 @@ def probabilities(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return res
 
 
+def prediction_frame(batch: dict, pred: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """One row per image: true labels, predictions and their confidences (for group metrics)."""
+
+    def numpy(t: torch.Tensor):
+        return t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+
+    return pd.DataFrame(
+        {
+            "age": numpy(batch["age"]),
+            "gender": numpy(batch["gender"]),
+            "race": numpy(batch["race"]),
+            "age_pred": numpy(pred["age"]),
+            "gender_pred": numpy(pred["gender_p"].argmax(-1)),
+            "race_pred": numpy(pred["race_p"].argmax(-1)),
+            "gender_p": numpy(pred["gender_p"].max(-1).values),
+            "race_p": numpy(pred["race_p"].max(-1).values),
+        }
+    )
+
+
 class AgeFairModule(pl.LightningModule):
     """Base LightningModule for age / gender / race systems.
 
@@ -161,18 +181,7 @@ class AgeFairModule(pl.LightningModule):
         self.eval_loss[split].update(self.compute_loss(out, batch)["loss"].detach())
         pred = self._readable(out, images)
         self.split_metrics(split).update(pred, batch)
-        self.predictions[split].append(
-            pd.DataFrame(
-                {
-                    "age": batch["age"].cpu().numpy(),
-                    "gender": batch["gender"].cpu().numpy(),
-                    "race": batch["race"].cpu().numpy(),
-                    "age_pred": pred["age"].cpu().numpy(),
-                    "gender_pred": pred["gender_p"].argmax(-1).cpu().numpy(),
-                    "race_pred": pred["race_p"].argmax(-1).cpu().numpy(),
-                }
-            )
-        )
+        self.predictions[split].append(prediction_frame(batch, pred))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step("val", batch)
