@@ -184,3 +184,16 @@ def test_vgg16_local_weights_and_frozen_epochs(tmp_path, tiny_archive, caplog):
     for key, value in ref.items():
         if key.startswith("features."):
             torch.testing.assert_close(ckpt[f"net.backbone.{key}"], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("width, nhwc", [(4, False), (8, True)])
+def test_narrow_pointwise_convolutions_stay_nchw(width, nhwc, tmp_path, tiny_archive):
+    """oneDNN's channels-last 1x1 backward can hang with < 5 channels: such models use NCHW."""
+    cfg = compose_train(overrides(tmp_path, tiny_archive, f"+backbone.width={width}"), tmp_path)
+    system = build_system(cfg)
+    assert system.channels_last is nhwc
+    images = system._prepare(torch.randn(16, 3, 32, 32))
+    for _ in range(3):
+        out = system(images)
+        sum(v.float().sum() for v in out.values()).backward()
+    assert images.is_contiguous(memory_format=torch.channels_last) is nhwc

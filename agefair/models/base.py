@@ -120,8 +120,22 @@ class AgeFairModule(pl.LightningModule):
         return InputConfig()
 
     # ------------------------------------------------------------------ inference
+    @property
+    def channels_last(self) -> bool:
+        """Whether the NHWC layout is used: as configured, unless a pointwise convolution has
+        fewer than 5 channels. oneDNN's channels-last backward of such a 1x1 convolution can
+        hang forever (seen with torch 2.14 on AVX2 CPUs), so those tiny models stay NCHW."""
+        if not self.hparams.channels_last:
+            return False
+        return not any(
+            isinstance(m, nn.Conv2d)
+            and m.kernel_size == (1, 1)
+            and min(m.in_channels, m.out_channels) < 5
+            for m in self.modules()
+        )
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last and images.dim() == 4:
+        if self.channels_last and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
@@ -149,7 +163,7 @@ class AgeFairModule(pl.LightningModule):
         return res
 
     def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
+        if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ training
