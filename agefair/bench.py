@@ -27,6 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import WeightAveraging
 
 from agefair.complexity import measure_complexity
 from agefair.data.cache import decode_image
@@ -108,6 +109,11 @@ def bench_loop(cfg: DictConfig, dm, steps: int, warmup: int) -> float:
     """(d) the real Lightning training loop on the datamodule, as ``make train`` runs it."""
     model = build_system(cfg)
     timer = _LoopTimer(warmup)
+    # Weight averaging runs in every training step of ``make train``, so it is timed too; the
+    # other callbacks (checkpoints, progress bar) act per epoch or only display.
+    configured = (cfg.get("callbacks") or {}).values()
+    averaging = [hydra.utils.instantiate(c) for c in configured if c is not None]
+    averaging = [c for c in averaging if isinstance(c, WeightAveraging)]
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         max_epochs=1,
@@ -117,7 +123,7 @@ def bench_loop(cfg: DictConfig, dm, steps: int, warmup: int) -> float:
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        callbacks=[timer],
+        callbacks=[timer, *averaging],
     )
     trainer.fit(model, datamodule=dm)
     return _rate(timer.images, timer.end - timer.start)

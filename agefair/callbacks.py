@@ -1,4 +1,4 @@
-"""Training callbacks: freezing a pretrained backbone, then fine-tuning it."""
+"""Training callbacks: freezing a pretrained backbone, then fine-tuning it; weight averaging."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import logging
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BaseFinetuning
+from pytorch_lightning.callbacks import BaseFinetuning, EMAWeightAveraging
+from pytorch_lightning.trainer.states import TrainerFn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -76,3 +77,26 @@ class FreezeBackbone(BaseFinetuning):
         if epoch == self.unfreeze_at_epoch and self.unfreeze_at_epoch > 0:
             self.make_trainable(pl_module.backbones())
             log.info("Epoch %d: backbone unfrozen", epoch)
+
+
+class EMA(EMAWeightAveraging):
+    """An exponential moving average of the weights, used for validation, checkpoints and tests.
+
+    A short CPU schedule ends while the weights still move; their average is a better model at
+    no cost per step worth measuring. Checkpoints hold the averaged weights, so whatever loads
+    one (testing, the app) gets them.
+
+    Args:
+        decay: weight of the running average per step.
+    """
+
+    def __init__(self, decay: float = 0.998) -> None:
+        super().__init__(decay=decay)
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        # Only resuming a fit needs the live (non-averaged) weights back; Lightning's callback
+        # would restore them for a test after the fit as well, testing the wrong model.
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -70,6 +70,24 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def replace_section(path: str | Path, name: str, body: str) -> None:
+    """Replaces the text between ``<!-- {name}:start -->`` and ``<!-- {name}:end -->`` in a file.
+
+    Reports keep their prose by hand and their figures generated: a command rewrites only
+    what lies between its markers.
+
+    Raises:
+        ValueError: the file lacks either marker.
+    """
+    path = Path(path)
+    text = path.read_text()
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} section")
+    head, tail = text[: text.index(start) + len(start)], text[text.index(end) :]
+    path.write_text(f"{head}\n{body.strip()}\n{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agefair report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)

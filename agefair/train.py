@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -74,7 +75,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
 
     model = build_system(cfg)
     datamodule = build_datamodule(cfg, model)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # A callback set to null (``callbacks.ema=null``) is switched off.
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
@@ -90,6 +92,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "status": "ok",
         "system": type(model).__name__,
         "model": HydraConfig.get().runtime.choices.get("model"),
+        "ablation": HydraConfig.get().runtime.choices.get("ablation"),
         "backbone": ",".join(b.name for b in model.backbones()),
         "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
         "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),
@@ -114,6 +117,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("Per-group test metrics:\n%s", format_group_table(model.results["test_groups"]))
         log.info("Test metrics: %s", json.dumps({k: metrics[k] for k in sorted(metrics)}))
+    if model.history:
+        pd.DataFrame(model.history).to_csv(out_dir / "history.csv", index=False)
     if "val_predictions" in model.results:
         write_split_outputs(out_dir, "val", model.results["val_predictions"])
     if isinstance(trainer.logger, pl.loggers.TensorBoardLogger):

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from agefair.data.utkface import RACES
 from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
 from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
@@ -57,6 +59,14 @@ def prediction_frame(batch: dict, pred: dict[str, torch.Tensor]) -> pd.DataFrame
     )
 
 
+def race_class_weights(races: np.ndarray, power: float) -> torch.Tensor:
+    """Weights ``n_c ** -power`` per race, scaled so the average training image weighs 1."""
+    counts = np.bincount(races, minlength=len(RACES)).astype(np.float64)
+    weights = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
+    weights *= counts.sum() / (weights * counts).sum()
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
 class AgeFairModule(pl.LightningModule):
     """Base LightningModule for age / gender / race systems.
 
@@ -73,6 +83,9 @@ class AgeFairModule(pl.LightningModule):
         freeze_backbone_epochs: keep the backbone frozen for this many epochs, then fine-tune.
         cache_frozen_features: while the backbone is frozen, compute its features of the
             training images once and train the heads on them (see ``FreezeBackbone``).
+        race_weighting: exponent ``p`` of the race loss's class weights, ``n_c ** -p`` for a
+            race with ``n_c`` training images (0: unweighted, 0.5: inverse square root, 1:
+            inverse frequency). Raises the recall of rare races, "Others" above all.
     """
 
     def __init__(
@@ -87,6 +100,7 @@ class AgeFairModule(pl.LightningModule):
         backbone_lr_factor: float = 1.0,
         freeze_backbone_epochs: int = 0,
         cache_frozen_features: bool = False,
+        race_weighting: float = 0.0,
     ) -> None:
         super().__init__()
         # Collects the arguments of every __init__ up the class hierarchy (the system's and
@@ -101,7 +115,12 @@ class AgeFairModule(pl.LightningModule):
         self.best: dict[str, float] = {}
         self.predictions: dict[str, list[pd.DataFrame]] = {"val": [], "test": []}
         self.results: dict[str, pd.DataFrame] = {}
+        # One row per training epoch (train and val metrics): the learning curves.
+        self.history: list[dict[str, float]] = []
+        self._last_val: dict[str, float] = {}
         self.register_buffer("examples_seen", torch.zeros((), dtype=torch.long))
+        # Computed from the training split in setup(); not saved, so any checkpoint loads.
+        self.register_buffer("race_class_weights", torch.ones(len(RACES)), persistent=False)
         self.config: dict | None = None  # the build config, stored in checkpoints by train.py
 
     # ------------------------------------------------------------------ to implement
@@ -165,6 +184,17 @@ class AgeFairModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if stage == "fit" and self.hparams.race_weighting and datamodule is not None:
+            races = datamodule.split_table("train")["race"].to_numpy()
+            self.race_class_weights.copy_(race_class_weights(races, self.hparams.race_weighting))
+            weights = dict(zip(RACES, self.race_class_weights.tolist(), strict=True))
+            log.info("Race loss weights: %s", weights)
+
+    @property
+    def class_weights(self) -> dict[str, torch.Tensor]:
+        """Per-class loss weights by task, for the systems' ``task_losses``."""
+        return {"race": self.race_class_weights} if self.hparams.race_weighting else {}
 
     # ------------------------------------------------------------------ training
     def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -185,9 +215,18 @@ class AgeFairModule(pl.LightningModule):
         return losses["loss"]
 
     def on_train_epoch_end(self) -> None:
-        self._log_split("train")
+        train = self._log_split("train")
         self.log("trainer/examples_seen", self.examples_seen.float())
         self.log("trainer/epoch", float(self.current_epoch))
+        # Lightning runs the epoch's validation before this hook, so both are at hand.
+        self.history.append(
+            {
+                "epoch": self.current_epoch,
+                "examples_seen": int(self.examples_seen),
+                **{f"train/{k}": v for k, v in train.items()},
+                **{f"val/{k}": v for k, v in self._last_val.items()},
+            }
+        )
 
     def _eval_step(self, split: str, batch: dict) -> None:
         images = self._prepare(batch["image"])
@@ -213,6 +252,7 @@ class AgeFairModule(pl.LightningModule):
         values = self._log_split("val")
         if self.trainer.sanity_checking:
             return
+        self._last_val = values
         for name, v in values.items():
             better = max if HIGHER_IS_BETTER.get(name, False) else min
             self.best[name] = better(self.best.get(name, v), v)

@@ -101,6 +101,6 @@ class MultiTaskModule(AgeFairModule):
         return super().training_forward(batch)
 
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        losses = self.net.task_losses(out, batch)
+        losses = self.net.task_losses(out, batch, self.class_weights)
         losses["loss"] = sum(self.loss_weights[t] * v for t, v in losses.items())
         return losses

@@ -61,6 +61,6 @@ class SeparateModule(AgeFairModule):
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
         for net in self.nets.values():
-            losses.update(net.task_losses(out, batch))
+            losses.update(net.task_losses(out, batch, self.class_weights))
         losses["loss"] = sum(self.loss_weights[t] * v for t, v in losses.items())
         return losses

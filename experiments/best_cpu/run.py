@@ -1,0 +1,197 @@
+"""Writes the best-CPU-model report: the ablation table, learning curves, per-group table.
+
+    python experiments/best_cpu/run.py \\
+        --ablation outputs/ablation_cpu/multiruns/<time> \\
+        --final outputs/train/runs/<make train run> [--final <another run> ...]
+
+Every figure comes from the runs' own files (``results.csv``, ``predictions_*.csv``,
+``history.csv``, ``metrics.json``); the tables go into this folder's README between markers.
+Ablation levers are judged on the validation split; the test split is reported only for the
+final runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from agefair.data.utkface import GENDERS, RACES  # noqa: E402
+from agefair.group_metrics import bootstrap_ci, group_table, headline_metrics  # noqa: E402
+from agefair.report import collect, replace_section, to_markdown  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+
+#: What each ablation row reports, computed from a run's predictions on one split.
+SCORES = {
+    "age MAE": lambda m, t: m["age_mae"],
+    "gender acc": lambda m, t: m["gender_acc"],
+    "race acc": lambda m, t: m["race_acc"],
+    "race bal. acc": lambda m, t: m["race_acc_balanced"],
+    "Others recall": lambda m, t: m["race_recall_Others"],
+    "worst race, gender acc": lambda m, t: t.loc[t["group_type"] == "race", "gender_acc"].min(),
+}
+
+
+def split_scores(run_dir: Path, split: str) -> dict[str, float]:
+    """The report's scores of one run on one split, from its saved predictions."""
+    preds = pd.read_csv(run_dir / f"predictions_{split}.csv")
+    metrics, table = headline_metrics(preds), group_table(preds)
+    return {name: float(fn(metrics, table)) for name, fn in SCORES.items()}
+
+
+def ablation_table(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
+    """Mean ± sd over seeds of each variant's validation scores, and the budget line."""
+    runs = collect(sweep_dir)
+    failed = runs[runs["status"] != "ok"]
+    ok = runs[runs["status"] == "ok"]
+    rows = [
+        {"ablation": r["ablation"], "seed": r["seed"], "train time (s)": r["train_time_s"]}
+        | split_scores(Path(r["output_dir"]), "val")
+        for _, r in ok.iterrows()
+    ]
+    df = pd.DataFrame(rows)
+    order = list(dict.fromkeys(ok["ablation"]))
+    stats = df.drop(columns="seed").groupby("ablation", sort=False).agg(["mean", "std"])
+    seeds = df.groupby("ablation", sort=False)["seed"].count()
+    out = pd.DataFrame(index=order)
+    out["seeds"] = seeds
+    for col in [*SCORES, "train time (s)"]:
+        mean, sd = stats[(col, "mean")], stats[(col, "std")]
+        pct = col != "age MAE" and col != "train time (s)"
+        scale = 100 if pct else 1
+        digits = 0 if col == "train time (s)" else (1 if pct else 2)
+        out[col] = [
+            f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+            if pd.notna(s)
+            else f"{m * scale:.{digits}f}"
+            for m, s in zip(mean[order], sd[order], strict=True)
+        ]
+    out = out.reset_index(names="variant")
+    first = ok.iloc[0]
+    budget = (
+        f"Sweep `{sweep_dir}`: {len(ok)} runs ({len(failed)} failed), {int(first['epochs']) + 1} "
+        f"epochs each at {int(first['img_size'])} px, validation split of the seeded 80/10/10 "
+        f"split; mean ± sd over seeds; accuracies in %. {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores."
+    )
+    return out, budget
+
+
+def with_ci(value: float, ci: tuple[float, float], pct: bool) -> str:
+    scale, digits = (100, 1) if pct else (1, 2)
+    lo, hi = ci
+    return f"{value * scale:.{digits}f} ({lo * scale:.{digits}f}–{hi * scale:.{digits}f})"
+
+
+def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Age MAE, gender and race accuracy with 95% bootstrap intervals, overall and per group."""
+    groups: list[tuple[str, pd.Series]] = [("all", pd.Series(True, index=preds.index))]
+    groups += [(race, preds["race"] == i) for i, race in enumerate(RACES)]
+    groups += [(g, preds["gender"] == i) for i, g in enumerate(GENDERS)]
+    groups += [
+        (f"{race} {g}", (preds["race"] == i) & (preds["gender"] == j))
+        for i, race in enumerate(RACES)
+        for j, g in enumerate(GENDERS)
+    ]
+    rows = []
+    for name, mask in groups:
+        sub = preds[mask]
+        m = headline_metrics(sub)
+        ci = bootstrap_ci(sub, metrics=("age_mae", "gender_acc", "race_acc"), n_boot=n_boot)
+        rows.append(
+            {
+                "group": name,
+                "n": len(sub),
+                "age MAE": with_ci(m["age_mae"], ci["age_mae"], pct=False),
+                "gender acc %": with_ci(m["gender_acc"], ci["gender_acc"], pct=True),
+                "race acc %": with_ci(m["race_acc"], ci["race_acc"], pct=True),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def final_section(run_dirs: list[Path]) -> str:
+    """Test results of the final runs: a headline row each, then the first run's group table."""
+    rows = []
+    for run in run_dirs:
+        result = pd.read_csv(run / "results.csv").iloc[0]
+        metrics = json.loads((run / "metrics.json").read_text())
+        rows.append(
+            {
+                "run": run.name,
+                "epochs": int(result["epochs"]) + 1,
+                "train time (s)": float(result["train_time_s"]),
+                "params": int(result["params"]),
+                **split_scores(run, "test"),
+                "baseline MAE (train mean)": metrics["baseline_age_mae_train_mean"],
+            }
+        )
+    headline = pd.DataFrame(rows)
+    for col in SCORES:
+        if col != "age MAE":
+            headline[col] = headline[col] * 100
+    preds = pd.read_csv(run_dirs[0] / "predictions_test.csv")
+    return (
+        "Test split (seeded 80/10/10), best checkpoint by validation loss; accuracies in %.\n\n"
+        + to_markdown(headline)
+        + f"\n\nPer group, run `{run_dirs[0].name}`, with 95% bootstrap intervals "
+        "(1000 resamples of the test images):\n\n" + to_markdown(group_ci_table(preds))
+    )
+
+
+def plot_curves(run_dirs: list[Path], path: Path) -> Path:
+    """Validation age MAE, gender and race accuracy and the training loss against epochs."""
+    panels = [
+        ("val/age_mae", "val age MAE (years)"),
+        ("val/gender_acc", "val gender accuracy"),
+        ("val/race_acc", "val race accuracy"),
+        ("train/loss", "train loss"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for run in run_dirs:
+        history = pd.read_csv(run / "history.csv")
+        for ax, (col, title) in zip(axes, panels, strict=True):
+            if col in history:
+                ax.plot(history["epoch"] + 1, history[col], marker=".", label=run.name)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ablation", type=Path, help="the ablation_cpu multirun folder")
+    parser.add_argument("--final", type=Path, nargs="*", default=[], help="final run folders")
+    parser.add_argument("--readme", type=Path, default=README, help="report to write into")
+    args = parser.parse_args(argv)
+    results = args.readme.parent / "results"
+    results.mkdir(exist_ok=True)
+    if args.ablation:
+        table, budget = ablation_table(args.ablation)
+        table.to_csv(results / "ablation.csv", index=False)
+        replace_section(args.readme, "ablation", f"{budget}\n\n{to_markdown(table)}")
+        print(to_markdown(table))
+    if args.final:
+        plot_curves(args.final, results / "learning_curves.png")
+        section = final_section(args.final)
+        replace_section(args.readme, "final", section)
+        print(section)
+
+
+if __name__ == "__main__":
+    main()
