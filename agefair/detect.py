@@ -11,8 +11,8 @@ first. Detectors are created by name through :func:`create_detector`:
 * ``"centre"`` and ``"static"``: test doubles that need neither, for tests of code built on top.
 
 :func:`crop_face` turns a box into a square crop framed like the UTKFace training images, from
-the original full-resolution photo; its defaults were measured by running YuNet on UTKFace crops
-(``experiments/face_detection``).
+the original full-resolution photo, turning tilted faces upright; its constants were measured by
+running YuNet on UTKFace crops pasted into larger pictures (``experiments/crop_framing``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import numpy as np
 __all__ = [
     "BOX_CENTRE_OFFSET_Y",
     "CROP_SCALE",
-    "LANDMARK_CENTRE_OFFSET",
+    "LANDMARK_TEMPLATE",
+    "MIN_ALIGN_DEGREES",
     "YUNET_ENV_VAR",
     "YUNET_FILENAME",
     "YUNET_SHA256",
@@ -49,6 +50,7 @@ __all__ = [
     "available_detectors",
     "create_detector",
     "crop_face",
+    "crop_frame",
     "crop_square",
     "default_yunet_path",
     "register_detector",
@@ -56,28 +58,43 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# Crop framing, measured on the data (experiments/face_detection/run.py --calibrate 500):
-# YuNet was run on 500 random UTKFace crops (200 x 200) pasted into a 400 x 400 canvas (grey
-# padding; replicated-border padding as a check).
-# * YuNet's box is 0.85 (0.84) of the crop wide, so the crop side is 1.18 (1.20) box widths,
-#   quartiles 1.13-1.25 -> CROP_SCALE = 1.2.
-# * UTKFace crops are centred on the face's landmarks: the crop centre lies 0.016 (0.019) box
-#   widths right of and 0.012 (0.010) below the centroid of YuNet's five landmarks, whatever the
-#   padding -> LANDMARK_CENTRE_OFFSET, used whenever the box has landmarks. The square then
-#   overlaps the true crop with median IoU 0.90.
-# * The box's own centre is a worse anchor: its top edge is a guess about where the hair starts,
-#   so the crop centre lies 0.10 (grey) or 0.16 (replicated border) box widths below it, and the
-#   square's median IoU with the true crop drops to 0.85 (0.80). On real photos (46 YuNet faces,
-#   whole heads in view) the landmark centroid lies 0.073 box widths below the box centre, so
-#   boxes without landmarks are centred 0.073 + 0.012 = 0.085 box widths lower
-#   -> BOX_CENTRE_OFFSET_Y.
+# Crop framing, measured on the data (experiments/crop_framing/run.py --calibrate 2000):
+# YuNet was run on 2000 UTKFace crops of agefair's TRAINING split, pasted at 64-400 px into
+# larger pictures whose surroundings continue the face (mirrored), and its output was compared
+# with the known paste square. The constants are fitted on half of the faces; the figures below
+# are on the other half. The test split is left for the accuracy study in the same folder.
+# * LANDMARK_TEMPLATE: the mean position of YuNet's five landmarks in the crop. The crop is the
+#   square whose least-squares similarity (scale, rotation, shift) puts the face's landmarks
+#   closest to the template, the usual way aligned face crops are made. Its side scatters by
+#   6.6% (SD of the log ratio to the true side) with a 0.3% bias, the square overlaps the true
+#   crop with median IoU 0.91; the earlier 1.2 box widths scattered by 8.7% with a 4.7% bias
+#   (IoU 0.88): the box's width depends on the face's size in pixels and on what surrounds it
+#   (hair, background), the landmarks much less.
+# * Boxes without landmarks (dlib) fall back to the box: CROP_SCALE box widths (median over the
+#   same faces), centred BOX_CENTRE_OFFSET_Y box widths below the box centre: on the 46 YuNet
+#   faces of the real test photos (experiments/face_detection), whole heads in view, the
+#   landmark centroid lies 0.073 box widths below the box centre, and the template puts the crop
+#   centre 0.012 crop sides (0.014 box widths) below the landmark centroid.
 # --------------------------------------------------------------------------------------------
-#: Side of the square crop in units of the detector box's width.
-CROP_SCALE = 1.2
-#: Crop centre minus landmark centroid, in box widths (x, y); y grows downwards.
-LANDMARK_CENTRE_OFFSET = (0.017, 0.011)
+#: Where YuNet's landmarks (right eye, left eye, nose tip, right and left mouth corner) lie in a
+#: UTKFace crop, as ``(x, y)`` in units of the crop's side from its centre (y grows downwards).
+LANDMARK_TEMPLATE: tuple[tuple[float, float], ...] = (
+    (-0.2048, -0.2163),
+    (0.1901, -0.2177),
+    (-0.0078, 0.0115),
+    (-0.1713, 0.1811),
+    (0.1633, 0.1792),
+)
+#: Side of the square crop in units of the detector box's width, for boxes without landmarks.
+CROP_SCALE = 1.16
 #: Crop centre minus box centre, vertically, in box widths, for boxes without landmarks.
-BOX_CENTRE_OFFSET_Y = 0.085
+BOX_CENTRE_OFFSET_Y = 0.087
+#: Faces whose eye line is tilted less than this many degrees are cut upright. Below it the
+#: measured tilt is mostly landmark noise (90% of upright UTKFace faces pasted into photos come
+#: out within 5-6 degrees), the models are trained with rotations of up to 10 degrees, and in
+#: experiments/crop_framing turning by that noise cost up to 0.1 years of age MAE; a face tilted
+#: by up to 20 degrees gains 0.4 from being turned upright.
+MIN_ALIGN_DEGREES = 6.0
 
 # --------------------------------------------------------------------------------------------
 # YuNet model file
@@ -584,34 +601,141 @@ register_detector("static", StaticDetector)
 # --------------------------------------------------------------------------------------------
 # Cropping
 # --------------------------------------------------------------------------------------------
-def crop_square(
-    box: FaceBox, *, scale: float = CROP_SCALE, use_landmarks: bool = True
-) -> tuple[float, float, float]:
-    """The square :func:`crop_face` cuts out, as ``(x0, y0, side)`` in image pixels.
+def _landmark_fit(landmarks: Sequence[tuple[float, float]]) -> tuple[complex, complex]:
+    """The similarity ``image = a * q + b`` that best maps :data:`LANDMARK_TEMPLATE` onto
+    ``landmarks`` (least squares), points written as complex numbers ``x + iy``.
+
+    ``b`` is then where the crop's centre lies in the image, ``abs(a)`` the crop's side in image
+    pixels and ``angle(a)`` how far the face is turned in the picture's plane.
+    """
+    p = np.array([complex(x, y) for x, y in landmarks])
+    q = np.array([complex(x, y) for x, y in LANDMARK_TEMPLATE])
+    pc, qc = p - p.mean(), q - q.mean()
+    a = complex(np.vdot(qc, pc) / np.vdot(qc, qc).real)  # vdot conjugates its first argument
+    return a, complex(p.mean() - a * q.mean())
+
+
+def crop_frame(
+    box: FaceBox, *, zoom: float = 1.0, use_landmarks: bool = True
+) -> tuple[float, float, float, float]:
+    """Where :func:`crop_face` cuts a face out: ``(cx, cy, side, angle)`` in image pixels.
+
+    With landmarks the frame is the one whose similarity transform puts them closest to
+    :data:`LANDMARK_TEMPLATE`, where they lie in UTKFace's crops; ``angle`` (degrees, clockwise
+    on screen since y grows downwards) is the tilt of the face's eye line. Without landmarks, or
+    with landmarks that make no face (a side outside 0.5-2.5 box widths), the frame is
+    :data:`CROP_SCALE` box widths, centred :data:`BOX_CENTRE_OFFSET_Y` below the box centre,
+    and untilted.
 
     Args:
         box: A detected face.
-        scale: Side of the square in box widths.
-        use_landmarks: Centre on the landmarks when the box has them (see the module constants).
+        zoom: Multiplies the side (above 1 shows more surroundings).
+        use_landmarks: Frame by the landmarks when the box has them.
+
+    Returns:
+        Centre x and y, side length (may extend past the image) and tilt in degrees.
+
+    Raises:
+        ValueError: If the box has no positive width or height, or ``zoom`` is not positive.
+    """
+    if not box.width > 0 or not box.height > 0:
+        raise ValueError(f"cannot crop a degenerate box {box.as_list()}")
+    if not zoom > 0:
+        raise ValueError(f"zoom must be positive, got {zoom}")
+    if use_landmarks and box.landmarks and len(box.landmarks) == len(LANDMARK_TEMPLATE):
+        a, b = _landmark_fit(box.landmarks)
+        if 0.5 * box.width <= abs(a) <= 2.5 * box.width:
+            return b.real, b.imag, abs(a) * zoom, float(np.degrees(np.angle(a)))
+    cx, cy = box.centre
+    return cx, cy + BOX_CENTRE_OFFSET_Y * box.width, CROP_SCALE * box.width * zoom, 0.0
+
+
+def crop_square(
+    box: FaceBox, *, zoom: float = 1.0, use_landmarks: bool = True
+) -> tuple[float, float, float]:
+    """The untilted square of :func:`crop_frame`, as ``(x0, y0, side)`` in image pixels.
+
+    Args:
+        box: A detected face.
+        zoom: Multiplies the side.
+        use_landmarks: Frame by the landmarks when the box has them.
 
     Returns:
         Left, top and side length of the square (floats; may extend past the image).
 
     Raises:
-        ValueError: If the box has no positive width or ``scale`` is not positive.
+        ValueError: If the box has no positive width or height, or ``zoom`` is not positive.
     """
-    if not box.width > 0 or not box.height > 0:
-        raise ValueError(f"cannot crop a degenerate box {box.as_list()}")
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
-    if use_landmarks and box.landmarks:
-        cx = float(np.mean([p[0] for p in box.landmarks])) + LANDMARK_CENTRE_OFFSET[0] * box.width
-        cy = float(np.mean([p[1] for p in box.landmarks])) + LANDMARK_CENTRE_OFFSET[1] * box.width
-    else:
-        cx, cy = box.centre
-        cy += BOX_CENTRE_OFFSET_Y * box.width
-    side = scale * box.width
+    cx, cy, side, _ = crop_frame(box, zoom=zoom, use_landmarks=use_landmarks)
     return cx - side / 2, cy - side / 2, side
+
+
+def _cut(image: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
+    """The square at ``(x0, y0)`` of ``side`` pixels (rounded), border pixels replicated outside.
+
+    Clipped index arrays give border replication for any overlap, even none at all, and only
+    materialise the square itself (not a padded copy of the whole photo).
+    """
+    n = max(1, round(side))
+    left, top = round(x0), round(y0)
+    height, width = image.shape[:2]
+    rows = np.clip(np.arange(top, top + n), 0, height - 1)
+    cols = np.clip(np.arange(left, left + n), 0, width - 1)
+    return image[rows[:, None], cols[None, :]]
+
+
+def _resize(image: np.ndarray, out_size: int) -> np.ndarray:
+    # INTER_AREA averages pixels when shrinking (no aliasing), like the training cache; when
+    # enlarging a small face OpenCV applies it as bilinear interpolation.
+    return cv2.resize(image, (out_size, out_size), interpolation=cv2.INTER_AREA)
+
+
+#: :func:`_tilted_crop` turns the face at this many times the output's resolution: bilinear
+#: interpolation blurs by up to half a pixel, which at the model's 64 px costs accuracy (0.13
+#: years of age MAE when turning at 1x, measured in experiments/crop_framing) but vanishes once
+#: the result is averaged down.
+TILT_SUPERSAMPLING = 4
+
+
+def _tilted_crop(
+    image: np.ndarray, centre: complex, side: float, angle: float, out_size: int
+) -> np.ndarray:
+    """The square of ``side`` pixels around ``centre``, turned by ``angle`` degrees, resized.
+
+    A rotation needs ``warpAffine``, whose interpolation neither averages when shrinking nor
+    stays sharp between pixels. So the upright square that holds the tilted one is cut and
+    shrunk with area interpolation (like the training cache) to :data:`TILT_SUPERSAMPLING` times
+    the output's scale, turned there, and averaged down to ``out_size``.
+    """
+    turn = complex(np.cos(np.radians(angle)), np.sin(np.radians(angle)))
+    extent = side * (abs(turn.real) + abs(turn.imag)) + 2  # + 2: interpolation neighbours
+    x0, y0 = centre.real - extent / 2, centre.imag - extent / 2
+    region = _cut(image, x0, y0, extent)
+    n = region.shape[0]
+    work = out_size * TILT_SUPERSAMPLING
+    k = min(1.0, work / side)  # region pixels per image pixel after the shrink
+    if k < 1:
+        m = max(1, round(n * k))
+        region = cv2.resize(region, (m, m), interpolation=cv2.INTER_AREA)
+        k = m / n
+    origin = complex(round(x0), round(y0))
+    # Working pixel (u, v) has crop-frame coordinates q = (u + 0.5 + i(v + 0.5)) / work - (0.5 +
+    # 0.5i), the image point centre + side * turn * q, and region pixel-centre coordinates
+    # k * (point - origin) - (0.5 + 0.5i): an affine map from (u, v) to the source pixel.
+    a = k * side * turn
+    half = complex(0.5, 0.5)
+    b = k * (centre - origin) - half + a * (half / work - half)
+    inverse = np.array(
+        [[a.real / work, -a.imag / work, b.real], [a.imag / work, a.real / work, b.imag]]
+    )
+    turned = cv2.warpAffine(
+        region,
+        inverse,
+        (work, work),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return _resize(turned, out_size)
 
 
 def crop_face(
@@ -619,23 +743,26 @@ def crop_face(
     box: FaceBox,
     *,
     out_size: int = 200,
-    scale: float = CROP_SCALE,
+    zoom: float = 1.0,
     use_landmarks: bool = True,
+    align: bool = True,
 ) -> np.ndarray:
     """Cuts a square around a face, framed like UTKFace's aligned crops, and resizes it.
 
-    The square's side is ``scale`` box widths; it is centred on the box's landmarks when it has
-    them and on the box (shifted down a little) otherwise, constants measured on UTKFace (see
-    the top of this module). Parts of the square outside the image are filled by replicating the
-    border pixels, so faces at the edge still give a full crop. Pass the ORIGINAL photo, not the
-    one a detector shrank: boxes are in original coordinates and the crop keeps all its detail.
+    The square is :func:`crop_frame`'s: fitted to the box's landmarks when it has them, else to
+    the box (constants measured on UTKFace, see the top of this module). With ``align`` a face
+    tilted by :data:`MIN_ALIGN_DEGREES` or more is turned upright, as UTKFace's crops were.
+    Parts of the square outside the image are filled by replicating the border pixels, so faces
+    at the edge still give a full crop. Pass the ORIGINAL photo, not the one a detector shrank:
+    boxes are in original coordinates and the crop keeps all its detail.
 
     Args:
         image: ``(H, W, C)`` or ``(H, W)`` array, usually RGB ``uint8``.
         box: The face, in ``image``'s coordinates.
         out_size: Side of the returned square (UTKFace images are 200).
-        scale: Side of the crop in box widths.
-        use_landmarks: Centre on the landmarks when available.
+        zoom: Multiplies the side of the crop (above 1 shows more surroundings).
+        use_landmarks: Frame by the landmarks when available.
+        align: Turn tilted faces upright (needs landmarks).
 
     Returns:
         ``(out_size, out_size, C)`` array of ``image``'s dtype.
@@ -647,18 +774,11 @@ def crop_face(
         raise ValueError(f"out_size must be positive, got {out_size}")
     if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected a non-empty (H, W[, C]) image, got shape {image.shape}")
-    x0, y0, side_f = crop_square(box, scale=scale, use_landmarks=use_landmarks)
-    side = max(1, round(side_f))
-    left, top = round(x0), round(y0)
-    height, width = image.shape[:2]
-    # Clipped index arrays give border replication for any overlap, even none at all, and only
-    # materialise the crop itself (not a padded copy of the whole photo).
-    rows = np.clip(np.arange(top, top + side), 0, height - 1)
-    cols = np.clip(np.arange(left, left + side), 0, width - 1)
-    crop = image[rows[:, None], cols[None, :]]
-    # INTER_AREA averages pixels when shrinking (no aliasing); when enlarging a small face OpenCV
-    # applies it as bilinear interpolation.
-    resized = cv2.resize(crop, (out_size, out_size), interpolation=cv2.INTER_AREA)
+    cx, cy, side, angle = crop_frame(box, zoom=zoom, use_landmarks=use_landmarks)
+    if align and abs(angle) >= MIN_ALIGN_DEGREES:
+        resized = _tilted_crop(image, complex(cx, cy), side, angle, out_size)
+    else:
+        resized = _resize(_cut(image, cx - side / 2, cy - side / 2, side), out_size)
     if resized.ndim == 2 and image.ndim == 3:  # cv2 drops a single channel axis
         resized = resized[..., None]
     return resized

@@ -4,11 +4,15 @@
     python -m agefair.evaluate ckpt_path=... split=val
     python -m agefair.evaluate ckpt_path=... images=/path/to/utkface_named_images
     python -m agefair.evaluate ckpt_path=... labels=/path/to/labels.csv
+    python -m agefair.evaluate ckpt_path=... study=robustness
 
 ``labels`` is a CSV with ``file`` (relative to the CSV), ``gender``, ``race`` and either ``age``
 (years) or ``age_group`` (``20-29``, ``70+``; scored by bucketing the predicted age): the way to
 evaluate across data sets. Writes ``metrics.json``, per-group CSVs and confusion matrices into
 the run folder and prints the headline metrics as one JSON object on the last line.
+
+``study=robustness`` instead runs the test split under grids of degradations (resolution, face
+fraction, filters); see :mod:`agefair.robustness`.
 """
 
 from __future__ import annotations
@@ -40,8 +44,13 @@ log = logging.getLogger("agefair.evaluate")
 
 
 @torch.no_grad()
-def predict_frame(model: AgeFairModule, loader: DataLoader, precision: str = "32") -> pd.DataFrame:
-    """Runs the model over a loader; one row per image with labels and predictions."""
+def predict_frame(
+    model: AgeFairModule, loader: DataLoader, precision: str = "32", progress: bool = True
+) -> pd.DataFrame:
+    """Runs the model over a loader; one row per image with labels and predictions.
+
+    A batch given as None (every image of it failed to load) is skipped.
+    """
     model.eval()
     model.setup("test")
     autocast = (
@@ -50,10 +59,16 @@ def predict_frame(model: AgeFairModule, loader: DataLoader, precision: str = "32
         else nullcontext()
     )
     frames = []
-    for batch in tqdm(loader, desc="Evaluating", leave=False):
+    for batch in tqdm(loader, desc="Evaluating", leave=False, disable=not progress):
+        if batch is None:
+            continue
         with autocast:
             pred = model.infer(batch["image"])
         frames.append(prediction_frame(batch, pred))
+    if not frames:  # nothing could be predicted: an empty table that scores as NaN
+        return pd.DataFrame(
+            columns=["age", "gender", "race", "age_pred", "gender_pred", "race_pred"]
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -88,14 +103,25 @@ def read_labels_csv(path: Path) -> pd.DataFrame:
     return table
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def load_for_evaluation(cfg: DictConfig) -> tuple[AgeFairModule, DictConfig, Any]:
+    """The checkpoint's system, its training config and its datamodule, pointed at this machine's
+    data (``paths.archive``, ``paths.data_dir``) with the evaluation's batch size and workers."""
     model, train_cfg = load_system(cfg.ckpt_path, cfg.get("expect_system"))
     with open_dict(train_cfg):
         train_cfg.data.archive = cfg.paths.archive
         train_cfg.data.data_dir = cfg.paths.data_dir
         train_cfg.data.batch_size = cfg.batch_size
         train_cfg.data.num_workers = cfg.num_workers
-    datamodule = build_datamodule(train_cfg, model)
+    return model, train_cfg, build_datamodule(train_cfg, model)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluates ``cfg.ckpt_path`` as the module docstring describes; returns the metrics."""
+    if cfg.get("study") is not None:
+        from agefair.robustness import run_study  # here: agefair.robustness imports this module
+
+        return run_study(cfg)
+    model, train_cfg, datamodule = load_for_evaluation(cfg)
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
     age_groups = None

@@ -64,6 +64,7 @@ __all__ = [
     "PhotoPrediction",
     "Predictor",
     "default_checkpoint",
+    "describe_checkpoint",
     "draw_predictions",
     "format_label",
     "main",
@@ -222,6 +223,49 @@ def default_checkpoint(root: str | os.PathLike[str] = "outputs/train/runs") -> P
     best = [p for p in newest_run if p.name.startswith("epoch")]
     last = [p for p in newest_run if p.name == "last.ckpt"]
     return max(best or last or newest_run, key=mtime)
+
+
+#: Override prefixes that say where files are, not what was trained.
+_PLACE_OVERRIDES = ("paths.", "hydra.", "callbacks.progress.", "data.data_dir", "data.archive")
+
+
+def describe_checkpoint(path: str | os.PathLike[str]) -> str:
+    """What trained a checkpoint, in words that mean something on another machine.
+
+    Reads the Hydra record of the run the checkpoint belongs to (``<run>/.hydra``, written by
+    ``agefair.train``), e.g. ``epoch015.ckpt of run default16: python -m agefair.train (default
+    configuration; cnn backbone, 64 px, 16 epochs)``. Overrides that only place files are left
+    out. Without that record, just the file name.
+
+    Args:
+        path: A checkpoint file.
+
+    Returns:
+        One line of text.
+    """
+    path = Path(path)
+    run = path.parent.parent
+    record = run / ".hydra"
+    if not (record / "config.yaml").is_file():
+        return f"{path.name}"
+    from omegaconf import OmegaConf  # already loaded by load_system in practice
+
+    cfg = OmegaConf.load(record / "config.yaml")
+    overrides = []
+    if (record / "overrides.yaml").is_file():
+        overrides = [
+            str(o)
+            for o in OmegaConf.load(record / "overrides.yaml")
+            if not str(o).startswith(_PLACE_OVERRIDES)
+        ]
+    what = f"overrides {' '.join(overrides)}" if overrides else "default configuration"
+    backbone = OmegaConf.select(cfg, "backbone.name", default="?")
+    size = OmegaConf.select(cfg, "data.img_size", default="?")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default="?")
+    return (
+        f"{path.name} of run {run.name}: python -m agefair.train ({what}; {backbone} backbone, "
+        f"{size} px, {epochs} epochs)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

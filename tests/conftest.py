@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -77,3 +79,30 @@ def utkface_archive() -> Path:
     if path is None:
         pytest.skip("real UTKFace archive not found: set UTKFACE_ARCHIVE to UTKFace.tar.gz")
     return path
+
+
+def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
+    """Trains a tiny system for one epoch on the tiny archive, once per test session.
+
+    The checkpoint is kept under pytest's session folder, so every test module asking for it
+    in the same session reuses it instead of training again.
+    """
+    run = base / "tiny_predict_run"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        return ckpt
+    cmd = [
+        sys.executable, "-m", "agefair.train", "backbone=tiny", "data.img_size=32",
+        "data.batch_size=16", "trainer.max_epochs=1", "test=false",
+        "callbacks.progress.refresh_rate=0", f"paths.archive={archive}",
+        f"paths.data_dir={base / 'tiny_predict_data'}", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and ckpt.is_file(), proc.stdout[-2000:] + proc.stderr[-3000:]
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
+    """A checkpoint of a tiny system trained for one epoch on the tiny archive."""
+    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)

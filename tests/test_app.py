@@ -24,16 +24,10 @@ from tests.test_predict import (  # noqa: E402
     jpeg_bytes,
     photos_dir,
     textured,
-    train_tiny_checkpoint,
     yunet_path,
 )
 
 MAX_BYTES = 2 * 1024 * 1024  # small, so the oversized upload in the test stays cheap
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory, tiny_archive):
-    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ from PIL import Image
 from agefair.checkpoint import CheckpointError
 from agefair.data.utkface import GENDERS, RACES
 from agefair.detect import (
+    BOX_CENTRE_OFFSET_Y,
+    CROP_SCALE,
     YUNET_ENV_VAR,
     YUNET_FILENAME,
     CentreDetector,
@@ -36,36 +36,16 @@ from agefair.predict import (
     format_label,
     main,
 )
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED, train_tiny_checkpoint  # noqa: F401 (app tests import it)
 
 PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", SHARED / "photos"))
 YUNET = Path(os.environ.get(YUNET_ENV_VAR, SHARED / "models" / YUNET_FILENAME))
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (test_app.py and test_browser.py use them too)
+# Shared helpers (test_app.py and test_browser.py use them too; the tiny checkpoint is in
+# conftest.py)
 # --------------------------------------------------------------------------------------------
-def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
-    """Trains a tiny system for one epoch on the tiny archive, once per test session.
-
-    The checkpoint is kept under pytest's session folder, so every test module asking for it
-    in the same session reuses it instead of training again.
-    """
-    run = base / "tiny_predict_run"
-    ckpt = run / "checkpoints" / "last.ckpt"
-    if ckpt.is_file():
-        return ckpt
-    cmd = [
-        sys.executable, "-m", "agefair.train", "backbone=tiny", "data.img_size=32",
-        "data.batch_size=16", "trainer.max_epochs=1", "test=false",
-        "callbacks.progress.refresh_rate=0", f"paths.archive={archive}",
-        f"paths.data_dir={base / 'tiny_predict_data'}", f"hydra.run.dir={run}",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0 and ckpt.is_file(), proc.stdout[-2000:] + proc.stderr[-3000:]
-    return ckpt
-
-
 def photos_dir() -> Path:
     """The real test photos; skips when they are absent."""
     if not (PHOTOS / "two_people.jpg").is_file():
@@ -96,11 +76,6 @@ def check_face(face: FacePrediction, width: int, height: int) -> None:
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
-
-
 @pytest.fixture(scope="module")
 def centre(tiny_ckpt) -> Predictor:
     return Predictor.from_checkpoint(tiny_ckpt, detector=CentreDetector())
@@ -246,14 +221,23 @@ def test_unreadable_and_oversized_inputs_raise_image_error(centre, tmp_path):
         small(jpeg_bytes(textured(200, 100)))
 
 
+def box_for_square(x0: float, y0: float, side: float, score: float) -> FaceBox:
+    """A box without landmarks that ``crop_face`` cuts at the square ``(x0, y0, side)``."""
+    width = side / CROP_SCALE
+    cx, cy = x0 + side / 2, y0 + side / 2 - BOX_CENTRE_OFFSET_Y * width
+    return FaceBox(cx - width / 2, cy - 0.65 * width, cx + width / 2, cy + 0.65 * width, score)
+
+
 def test_large_jpeg_is_cropped_from_a_reduced_decode_like_from_full_size(tiny_ckpt):
     """Detection sees a quarter-scale decode; the crops still match crops of the full photo."""
     width, height = 3200, 2400
     data = jpeg_bytes(textured(width, height, seed=3, grain=8), quality=95)
     full = load_image(data)  # compare with the decoded JPEG, not the pre-compression array
     seen = load_image(data, max_side=800)
-    # Boxes in the coordinates of what the detector sees (800 px wide: a quarter of the photo).
-    seen_boxes = [FaceBox(100, 100, 160, 170, 0.9), FaceBox(500, 300, 530, 335, 0.8)]
+    # Boxes in the coordinates of what the detector sees (800 px wide: a quarter of the photo),
+    # placed so that their crops are whole pixels there: a crop edge half a pixel off in the
+    # detection image is 2 px off in the photo, which on this fine texture is not "like" at all.
+    seen_boxes = [box_for_square(94, 104, 72, 0.9), box_for_square(497, 302, 36, 0.8)]
     for cache_size in (32, 64, 200):
         predictor = Predictor.from_checkpoint(
             tiny_ckpt, detector=StaticDetector(seen_boxes), detect_side=800, cache_size=cache_size

@@ -21,9 +21,12 @@ answering ``/health`` and new connections while a photo is analysed, and memory 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +48,7 @@ from agefair.data.utkface import GENDERS, RACES
 from agefair.imageio import DEFAULT_MAX_PIXELS, ImageError, image_size
 from agefair.predict import Predictor
 
-__all__ = ["DEFAULT_MAX_BYTES", "UploadLimit", "create_app", "main", "serve"]
+__all__ = ["DEFAULT_MAX_BYTES", "UploadLimit", "create_app", "main", "running", "serve"]
 
 #: Largest upload accepted by default: 20 MiB holds any camera JPEG up to ~50 MP.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -307,6 +310,44 @@ def create_app(
         return result
 
     return app
+
+
+@contextmanager
+def running(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
+    """Serves ``app`` with uvicorn on a free loopback port in a background thread.
+
+    For measurements and screenshots that need the real HTTP path in this process::
+
+        with running(create_app(predictor)) as url:
+            httpx.post(url + "predict", files=...)
+
+    Args:
+        app: The ASGI app.
+        timeout: Seconds to wait for the server to start.
+
+    Yields:
+        The base URL, ``http://127.0.0.1:PORT/``.
+
+    Raises:
+        RuntimeError: If the server does not start within ``timeout``.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on port {port} within {timeout:g} s")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def serve(

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from agefair.predict import default_checkpoint
+from agefair.predict import default_checkpoint, describe_checkpoint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -202,8 +202,8 @@ def write_readme(out: Path, summary: dict, command: str) -> None:
     )
     machine = summary["machine"]
     setting = fill(
-        f"Model: {model['system']}, {model['img_size']} px input, {model['detector']} detector "
-        f"(`{model['checkpoint']}`). Machine: {machine['cpus']} CPU cores, load average "
+        f"Model: {model['system']}, {model['img_size']} px input, {model['detector']} detector; "
+        f"checkpoint {model['trained_by']}. Machine: {machine['cpus']} CPU cores, load average "
         f"{machine['load_before']} before the run, Python {machine['python']}, "
         f"{machine['platform']}.",
         100,
@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarise(records, wall, memory, args, health)
     summary["healthy_after"] = alive
+    # Which training produced the checkpoint, rather than its path on this machine.
+    summary["model"]["trained_by"] = describe_checkpoint(ckpt)
+    summary["model"]["checkpoint"] = ckpt.name
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({**summary, "records": records}, indent=1))
     shown = ["python experiments/app_load/run.py"]

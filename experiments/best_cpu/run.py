@@ -79,7 +79,7 @@ def ablation_table(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     out = out.reset_index(names="variant")
     first = ok.iloc[0]
     budget = (
-        f"Sweep `{sweep_dir}`: {len(ok)} runs ({len(failed)} failed), {int(first['epochs']) + 1} "
+        f"Sweep `{sweep_dir}`: {len(ok)} runs ({len(failed)} failed), {int(first['epochs'])} "
         f"epochs each at {int(first['img_size'])} px, validation split of the seeded 80/10/10 "
         f"split; mean ± sd over seeds; accuracies in %. {platform.machine()}, "
         f"{os.cpu_count()} CPU cores."
@@ -129,8 +129,8 @@ def final_section(run_dirs: list[Path]) -> str:
         rows.append(
             {
                 "run": run.name,
-                "epochs": int(result["epochs"]) + 1,
-                "train time (s)": float(result["train_time_s"]),
+                "epochs": int(result["epochs"]),
+                "train time (s)": int(result["train_time_s"]),
                 "params": int(result["params"]),
                 **split_scores(run, "test"),
                 "baseline MAE (train mean)": metrics["baseline_age_mae_train_mean"],

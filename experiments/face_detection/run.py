@@ -427,11 +427,11 @@ def calibrate(n: int, photos: Path, out: Path) -> str:
     for key, label in [
         ("box_w_over_crop", "box width / crop side"),
         ("box_h_over_crop", "box height / crop side"),
-        ("crop_over_box_w", "crop side / box width (→ `CROP_SCALE`)"),
+        ("crop_over_box_w", "crop side / box width"),
         ("crop_minus_box_cx", "crop centre − box centre, x"),
         ("crop_minus_box_cy", "crop centre − box centre, y"),
-        ("crop_minus_lm_cx", "crop centre − landmark centroid, x (→ `LANDMARK_CENTRE_OFFSET`)"),
-        ("crop_minus_lm_cy", "crop centre − landmark centroid, y (→ `LANDMARK_CENTRE_OFFSET`)"),
+        ("crop_minus_lm_cx", "crop centre − landmark centroid, x"),
+        ("crop_minus_lm_cy", "crop centre − landmark centroid, y"),
         ("iou_landmarks", "IoU of `crop_face`'s square with the true crop, landmark-centred"),
         ("iou_box_only", "IoU of `crop_face`'s square with the true crop, box-centred"),
     ]:
