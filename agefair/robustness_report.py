@@ -414,6 +414,11 @@ def _threshold_tables(limits: pd.DataFrame) -> tuple[str, str]:
     return to_markdown(pd.DataFrame(overall)), to_markdown(pd.DataFrame(by_race))
 
 
+def _image(plots: dict[str, str], key: str, alt: str) -> list[str]:
+    """The markdown image line of a plot, or nothing when that plot was not drawn."""
+    return [f"![{alt}]({plots[key]})"] if key in plots else []
+
+
 def _clean_by_race(frame: pd.DataFrame) -> str:
     rows = []
     for model, runs in frame.groupby("model", sort=False):
@@ -501,12 +506,7 @@ def summary_markdown(
         _clean_by_race(frame),
     ]
     if "resolution" in set(frame["family"]):
-        parts += ["### Resolution"]
-        parts += (
-            [f"![metrics against resolution]({plots['resolution']})"]
-            if "resolution" in plots
-            else []
-        )
+        parts += ["### Resolution", *_image(plots, "resolution", "metrics against resolution")]
         parts += [
             f"Values in **bold** are outside the {pct} bound.",
             _family_table(
@@ -528,12 +528,10 @@ def summary_markdown(
     if "face_fraction" in set(frame["family"]):
         background = infos[0].get("background", "") if infos else ""
         detector = infos[0].get("detector", "") if infos else ""
-        parts += ["### Face fraction"]
-        parts += (
-            [f"![metrics against face fraction]({plots['face_fraction']})"]
-            if "face_fraction" in plots
-            else []
-        )
+        parts += [
+            "### Face fraction",
+            *_image(plots, "face_fraction", "metrics against face fraction"),
+        ]
         parts += [
             f"Background `{background}`. *As is*: the whole picture at the model's input size. "
             "*Detected*: the face kept at full resolution in the picture, found by "
@@ -544,7 +542,7 @@ def summary_markdown(
         ]
     if "filter" in set(frame["family"]):
         parts += ["### Filters"]
-        parts += [f"![signed age error per filter]({plots['filter']})"] if "filter" in plots else []
+        parts += _image(plots, "filter", "signed age error per filter")
         parts += [
             "Age bias = mean of prediction − truth (> 0: the filter makes faces look older).",
             _family_table(

@@ -81,6 +81,14 @@ def utkface_archive() -> Path:
     return path
 
 
+def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs ``python -m module args`` from the repository; fails the test if it fails."""
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
 def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
     """Trains a tiny system for one epoch on the tiny archive, once per test session.
 
@@ -91,14 +99,14 @@ def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
     ckpt = run / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
         return ckpt
-    cmd = [
-        sys.executable, "-m", "agefair.train", "backbone=tiny", "data.img_size=32",
+    run_module(
+        "agefair.train", "backbone=tiny", "data.img_size=32",
         "data.batch_size=16", "trainer.max_epochs=1", "test=false",
         "callbacks.progress.refresh_rate=0", f"paths.archive={archive}",
         f"paths.data_dir={base / 'tiny_predict_data'}", f"hydra.run.dir={run}",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0 and ckpt.is_file(), proc.stdout[-2000:] + proc.stderr[-3000:]
+        timeout=300,
+    )  # fmt: skip
+    assert ckpt.is_file()
     return ckpt
 
 

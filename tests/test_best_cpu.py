@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ import pytest
 import torch
 
 from agefair.models.base import race_class_weights
-from tests.conftest import REPO
+from tests.conftest import REPO, run_module
 from tests.test_train import TINY
 
 
@@ -38,9 +36,7 @@ def load_report_script():
 @pytest.mark.slow
 def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     sweep = tmp_path / "sweep"
-    cmd = [
-        sys.executable,
-        "-m",
+    run_module(
         "agefair.train",
         "-m",
         "experiment=ablation_cpu",
@@ -51,9 +47,7 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.sweep.dir={sweep}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    )
     member = sweep / "0"
     history = pd.read_csv(member / "history.csv")
     assert list(history["epoch"]) == [0, 1] and "val/age_mae" in history

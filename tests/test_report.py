@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
 from agefair.report import collect, main, markdown_table
-from tests.conftest import REPO
+from tests.conftest import run_module
 
 
 def test_markdown_table_keeps_failed_members(tmp_path):
@@ -36,9 +33,7 @@ def test_collect_refuses_a_folder_without_results(tmp_path):
 
 @pytest.mark.slow
 def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
-    cmd = [
-        sys.executable,
-        "-m",
+    run_module(
         "agefair.train",
         "-m",
         "backbone=tiny",
@@ -50,9 +45,7 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    )
     df = collect(tmp_path / "sweep")
     assert list(df["status"]) == ["ok", "failed"]
     assert "width" in df.loc[1, "error"]

@@ -9,6 +9,7 @@ trained, evaluated and logged the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -139,11 +140,12 @@ class AgeFairModule(pl.LightningModule):
         return InputConfig()
 
     # ------------------------------------------------------------------ inference
-    @property
+    @functools.cached_property
     def channels_last(self) -> bool:
         """Whether the NHWC layout is used: as configured, unless a pointwise convolution has
         fewer than 5 channels. oneDNN's channels-last backward of such a 1x1 convolution can
-        hang forever (seen with torch 2.14 on AVX2 CPUs), so those tiny models stay NCHW."""
+        hang forever (seen with torch 2.14 on AVX2 CPUs), so those tiny models stay NCHW.
+        Computed once: the layers are fixed at construction and this runs in every step."""
         if not self.hparams.channels_last:
             return False
         return not any(
