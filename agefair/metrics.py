@@ -52,3 +52,21 @@ class TaskMetrics(nn.Module):
     def reset(self) -> None:
         for name in HIGHER_IS_BETTER:
             getattr(self, name).reset()
+
+
+# The reference the combined objective is scaled to: a plain 64 px CNN recipe on two CPU cores
+# (age MAE 5.0 years, gender 92.8%, balanced race accuracy about 76%).
+OBJECTIVE_REFERENCE = {"age_mae": 5.0, "gender_error": 0.072, "race_balanced_error": 0.24}
+
+
+def combined_objective(metrics: dict, prefix: str = "val/") -> float:
+    """One number for a search over three tasks: the mean of each task's error relative to the
+    reference recipe (``OBJECTIVE_REFERENCE``). 1.0 is as good as the reference on every task;
+    lower is better. Balanced race accuracy, so a search cannot trade the rare races away."""
+    ref = OBJECTIVE_REFERENCE
+    terms = (
+        metrics[f"{prefix}age_mae"] / ref["age_mae"],
+        (1.0 - metrics[f"{prefix}gender_acc"]) / ref["gender_error"],
+        (1.0 - metrics[f"{prefix}race_acc_balanced"]) / ref["race_balanced_error"],
+    )
+    return float(sum(terms) / len(terms))

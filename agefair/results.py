@@ -62,17 +62,35 @@ def write_split_outputs(out_dir: Path, split: str, preds: pd.DataFrame, age: boo
         table = table.drop(columns=["age_mae", "age_bias"])
     table.to_csv(out_dir / f"groups_{split}.csv", index=False)
     metrics_cols = [m for m in TABLE_METRICS if m in table.columns]
-    group_gaps(table, metrics=metrics_cols).to_csv(out_dir / f"gaps_{split}.csv", index=False)
+    gaps = group_gaps(table, metrics=metrics_cols)
+    gaps.to_csv(out_dir / f"gaps_{split}.csv", index=False)
     for task, labels in (("gender", GENDERS), ("race", RACES)):
         cm = confusion_matrix(preds[task], preds[f"{task}_pred"], len(labels))
         plot_confusion(cm, labels, f"{task} ({split})", out_dir / f"confusion_{task}_{split}.png")
-    metrics: dict[str, Any] = headline_metrics(scored)
+    metrics: dict[str, Any] = {**headline_metrics(scored), **worst_group_metrics(gaps)}
     names = BOOTSTRAP_METRICS if age else [m for m in BOOTSTRAP_METRICS if not m.startswith("age")]
     for name, (lo, hi) in bootstrap_ci(scored, metrics=names).items():
         metrics[f"{name}_ci"] = [lo, hi]
     if not age:
         metrics = {k: v for k, v in metrics.items() if not k.startswith("age")}
     return metrics
+
+
+def worst_group_metrics(gaps: pd.DataFrame) -> dict[str, float]:
+    """The worst group's value and the gap between groups, per partition and metric.
+
+    ``worst_race_gender_acc`` (gender accuracy of the race it is lowest for) and
+    ``gap_race_gender_age_mae`` (age MAE spread over the race x gender groups) put fairness into
+    the one-row results, beside the overall figures, so sweeps can be compared on it.
+    """
+    out: dict[str, float] = {}
+    for row in gaps.itertuples(index=False):
+        if row.metric == "age_bias":  # its spread is the gap; the worst value adds nothing
+            out[f"gap_{row.group_type}_{row.metric}"] = float(row.gap)
+            continue
+        out[f"worst_{row.group_type}_{row.metric}"] = float(row.worst)
+        out[f"gap_{row.group_type}_{row.metric}"] = float(row.gap)
+    return out
 
 
 def write_results_row(out_dir: Path, row: Mapping[str, Any]) -> Path:

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agefair.complexity import measure_complexity
+from agefair.metrics import combined_objective
 from agefair.models.base import AgeFairModule
 from agefair.results import config_hash, format_group_table, write_results_row, write_split_outputs
 
@@ -106,6 +107,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(out_dir),
     }
     row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if "val/age_mae" in row:
+        row["val/objective"] = combined_objective(row)
     if cfg.get("test"):
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
@@ -151,7 +154,7 @@ def main(cfg: DictConfig) -> float | None:
             },
         )
         (out_dir / "error.txt").write_text(traceback.format_exc())
-        return None
+        return None  # sweepers record the member as failed (Optuna: a failed trial)
     value = row.get(cfg.get("optimized_metric") or "", None)
     return float(value) if value is not None else None
 
