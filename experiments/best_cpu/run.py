@@ -26,7 +26,8 @@ import pandas as pd  # noqa: E402
 
 from agefair.data.utkface import GENDERS, RACES  # noqa: E402
 from agefair.group_metrics import bootstrap_ci, group_table, headline_metrics  # noqa: E402
-from agefair.report import collect, replace_section, to_markdown  # noqa: E402
+from agefair.report_tables import replace_section, to_markdown  # noqa: E402
+from agefair.sweep_results import collect  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"

@@ -45,7 +45,7 @@ from agefair.detect import (
     crop_square,
 )
 from agefair.predict import FacePrediction, Predictor, default_checkpoint, describe_checkpoint
-from agefair.report import replace_section, to_markdown
+from agefair.report_tables import replace_section, to_markdown
 from agefair.train import build_datamodule
 
 HERE = Path(__file__).resolve().parent
