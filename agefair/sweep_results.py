@@ -171,14 +171,34 @@ def member_row(member_dir: Path, swept: Sequence[str]) -> pd.DataFrame:
 
 
 def distinct_labels(members: pd.DataFrame) -> pd.Series:
-    """Labels that tell configurations apart: a label shared by several gets its sweep's name.
+    """Labels that tell configurations apart.
 
-    Two sweeps of one experiment with different config files (or budgets) have equal swept
-    overrides, and their rows would otherwise read alike.
+    A label shared by several configurations first gets the member's own config overrides that
+    not all members under that label have (a sweep run again with ``model.race_weighting=0``),
+    then, if still shared, its sweep's name (two sweeps of one experiment whose config files or
+    budgets differ), then its member number.
     """
     labels = members["label"]
+    overrides = (
+        members["overrides"]
+        .fillna("")
+        .str.split()
+        .map(lambda words: [w for w in words if is_config_override(w)])
+    )
+    common_by_label = {
+        label: set.intersection(*(set(words) for words in overrides[labels == label]))
+        for label in labels.unique()
+    }
+    own = [
+        "".join(f" {w}" for w in words if w not in common_by_label[label] | set(label.split()))
+        for words, label in zip(overrides, labels, strict=True)
+    ]
     sweep_names = " @" + members["sweep"].map(lambda s: Path(s).name)
-    for suffix in (sweep_names, " #" + members["member"].astype(str)):
+    for suffix in (
+        pd.Series(own, index=members.index),
+        sweep_names,
+        " #" + members["member"].astype(str),
+    ):
         shared = members.groupby(labels)["group"].transform("nunique") > 1
         labels = labels.where(~shared, labels + suffix)
     return labels

@@ -18,7 +18,7 @@ from agefair.report import main, markdown_table
 from agefair.report_plots import pareto_mask, short_label
 from agefair.report_studies import STUDIES, smallest_reaching
 from agefair.report_tables import budget_line
-from agefair.sweep_results import aggregate_seeds, collect
+from agefair.sweep_results import aggregate_seeds, collect, distinct_labels
 from tests.conftest import run_module
 
 BUDGET = {
@@ -112,6 +112,31 @@ def test_members_differing_only_by_seed_are_pooled(tmp_path):
     assert configs.loc[0, "seeds"] == "0,1"
     table = markdown_table(members)
     assert "7.500 ± 0.707" in table and "backbone.width=16 failed:* `OOM`" in table
+
+
+def test_labels_tell_apart_configurations_that_share_swept_overrides():
+    members = pd.DataFrame(
+        {
+            "label": ["model=multitask"] * 4 + ["model=separate"],
+            "overrides": [
+                "model=multitask seed=0 threads=1",
+                "model=multitask seed=1 threads=1",
+                "model=multitask model.race_weighting=0 seed=0 threads=1",
+                "model=multitask seed=0 threads=1",  # same overrides, other config file
+                "model=separate seed=0 threads=1",
+            ],
+            "group": ["a", "a", "b", "c", "d"],
+            "sweep": ["out/s0", "out/s0", "out/rw0", "out/old", "out/s0"],
+            "member": ["0", "1", "0", "0", "1"],
+        }
+    )
+    assert distinct_labels(members).tolist() == [
+        "model=multitask @s0",
+        "model=multitask @s0",
+        "model=multitask model.race_weighting=0",
+        "model=multitask @old",
+        "model=separate",
+    ]
 
 
 def test_budget_line_reads_the_members_configs(tmp_path):

@@ -122,7 +122,7 @@ def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
 
 def final_section(run_dirs: list[Path]) -> str:
-    """Test results of the final runs: a headline row each, then the first run's group table."""
+    """Test results of the final runs: a headline row each, then each run's group table."""
     rows = []
     for run in run_dirs:
         result = pd.read_csv(run / "results.csv").iloc[0]
@@ -130,6 +130,8 @@ def final_section(run_dirs: list[Path]) -> str:
         rows.append(
             {
                 "run": run.name,
+                "backbone": result["backbone"],
+                "pretrained": bool(result["pretrained"]),
                 "epochs": int(result["epochs"]),
                 "train time (s)": int(result["train_time_s"]),
                 "params": int(result["params"]),
@@ -141,13 +143,18 @@ def final_section(run_dirs: list[Path]) -> str:
     for col in SCORES:
         if col != "age MAE":
             headline[col] = headline[col] * 100
-    preds = pd.read_csv(run_dirs[0] / "predictions_test.csv")
-    return (
-        "Test split (seeded 80/10/10), best checkpoint by validation loss; accuracies in %.\n\n"
-        + to_markdown(headline)
-        + f"\n\nPer group, run `{run_dirs[0].name}`, with 95% bootstrap intervals "
-        "(1000 resamples of the test images):\n\n" + to_markdown(group_ci_table(preds))
-    )
+    parts = [
+        "Test split (seeded 80/10/10), best checkpoint by validation loss; accuracies in %.",
+        to_markdown(headline),
+    ]
+    for run in run_dirs:
+        preds = pd.read_csv(run / "predictions_test.csv")
+        parts += [
+            f"Per group, run `{run.name}`, with 95% bootstrap intervals (1000 resamples of the "
+            "test images):",
+            to_markdown(group_ci_table(preds)),
+        ]
+    return "\n\n".join(parts)
 
 
 def plot_curves(run_dirs: list[Path], path: Path) -> Path:
