@@ -273,7 +273,11 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
         "+backbone.width=4,0",
         "data.img_size=32",
         "data.batch_size=16",
-        "trainer.fast_dev_run=true",
+        # not fast_dev_run, which switches the logger off: the sweep must reach TensorBoard
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
         "callbacks.progress.refresh_rate=0",
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={tmp_path / 'data'}",
@@ -287,3 +291,38 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| +backbone.width=4 |" in summary and "| +backbone.width=0 |" in summary
     assert "+backbone.width=0 failed:* `" in summary
+    # TensorBoard's HPARAMS view of the sweep: the member's settings with its test results
+    hparams = tensorboard_hparams(tmp_path / "sweep" / "0" / "tensorboard")
+    assert hparams["backbone"] == "tiny" and hparams["status"] == "ok"
+    assert {"test/age_mae", "test/gender_acc"} <= metric_tags(tmp_path / "sweep" / "0")
+
+
+def tensorboard_hparams(log_dir: Path) -> dict:
+    """The hyperparameters a run wrote for TensorBoard's HPARAMS view (its session start)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(
+                    value.metadata.plugin_data.content
+                )
+                if data.HasField("session_start_info"):
+                    hp = data.session_start_info.hparams
+                    return {k: v.string_value or v.number_value for k, v in hp.items()}
+    raise AssertionError(f"no hparams written under {log_dir}")
+
+
+def metric_tags(run_dir: Path) -> set[str]:
+    """Scalar tags a run logged to TensorBoard."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return {
+        value.tag
+        for path in run_dir.glob("tensorboard/events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    }

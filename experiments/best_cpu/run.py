@@ -158,12 +158,12 @@ def final_section(run_dirs: list[Path]) -> str:
 
 
 def plot_curves(run_dirs: list[Path], path: Path) -> Path:
-    """Validation age MAE, gender and race accuracy and the training loss against epochs."""
+    """Validation age MAE, gender, race and balanced race accuracy against epochs."""
     panels = [
         ("val/age_mae", "val age MAE (years)"),
         ("val/gender_acc", "val gender accuracy"),
         ("val/race_acc", "val race accuracy"),
-        ("train/loss", "train loss"),
+        ("val/race_acc_balanced", "val balanced race accuracy"),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for run in run_dirs:
