@@ -139,8 +139,14 @@ def headline_metrics(preds: pd.DataFrame) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def group_masks(preds: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """``(group_type, group, row mask)`` for "all" and every group of every partition
+    (race, gender, race x gender, age band), in the order of :func:`group_table`."""
+    return _group_masks(_columns(preds))
+
+
 def _group_masks(c: Mapping[str, np.ndarray]) -> list[tuple[str, str, np.ndarray]]:
-    """``(group_type, group, row mask)`` for "all" and every group of every partition."""
+    """:func:`group_masks` of already checked columns."""
     race, gender = c["race"], c["gender"]
     band = age_band(c["age"])
     masks: list[tuple[str, str, np.ndarray]] = [("all", "all", np.ones(race.shape, dtype=bool))]

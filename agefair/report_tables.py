@@ -63,6 +63,12 @@ def format_value(v: object) -> str:
     return str(v)
 
 
+def with_ci(value: float, ci: Sequence[float], percent: bool) -> str:
+    """``value (low–high)``: years (or any unit) with 2 decimals, or a share as percent with 1."""
+    fmt = (lambda v: f"{100 * v:.1f}") if percent else (lambda v: f"{v:.2f}")
+    return f"{fmt(value)} ({fmt(ci[0])}–{fmt(ci[1])})"
+
+
 def format_count(v: float) -> str:
     """``1259356`` -> ``1.26 M``: parameters, FLOPs and image counts span many magnitudes."""
     for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):

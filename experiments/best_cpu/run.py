@@ -24,9 +24,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from agefair.data.utkface import GENDERS, RACES  # noqa: E402
-from agefair.group_metrics import bootstrap_ci, group_table, headline_metrics  # noqa: E402
-from agefair.report_tables import replace_section, to_markdown  # noqa: E402
+from agefair.group_metrics import (  # noqa: E402
+    bootstrap_ci,
+    group_masks,
+    group_table,
+    headline_metrics,
+)
+from agefair.report_tables import replace_section, to_markdown, with_ci  # noqa: E402
 from agefair.sweep_results import collect  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -88,34 +92,22 @@ def ablation_table(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     return out, budget
 
 
-def with_ci(value: float, ci: tuple[float, float], pct: bool) -> str:
-    scale, digits = (100, 1) if pct else (1, 2)
-    lo, hi = ci
-    return f"{value * scale:.{digits}f} ({lo * scale:.{digits}f}–{hi * scale:.{digits}f})"
-
-
 def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Age MAE, gender and race accuracy with 95% bootstrap intervals, overall and per group."""
-    groups: list[tuple[str, pd.Series]] = [("all", pd.Series(True, index=preds.index))]
-    groups += [(race, preds["race"] == i) for i, race in enumerate(RACES)]
-    groups += [(g, preds["gender"] == i) for i, g in enumerate(GENDERS)]
-    groups += [
-        (f"{race} {g}", (preds["race"] == i) & (preds["gender"] == j))
-        for i, race in enumerate(RACES)
-        for j, g in enumerate(GENDERS)
-    ]
     rows = []
-    for name, mask in groups:
+    for group_type, name, mask in group_masks(preds):
+        if group_type == "age_band":
+            continue
         sub = preds[mask]
         m = headline_metrics(sub)
         ci = bootstrap_ci(sub, metrics=("age_mae", "gender_acc", "race_acc"), n_boot=n_boot)
         rows.append(
             {
-                "group": name,
+                "group": name.replace("/", " "),
                 "n": len(sub),
-                "age MAE": with_ci(m["age_mae"], ci["age_mae"], pct=False),
-                "gender acc %": with_ci(m["gender_acc"], ci["gender_acc"], pct=True),
-                "race acc %": with_ci(m["race_acc"], ci["race_acc"], pct=True),
+                "age MAE": with_ci(m["age_mae"], ci["age_mae"], percent=False),
+                "gender acc %": with_ci(m["gender_acc"], ci["gender_acc"], percent=True),
+                "race acc %": with_ci(m["race_acc"], ci["race_acc"], percent=True),
             }
         )
     return pd.DataFrame(rows)
