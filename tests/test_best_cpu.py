@@ -70,5 +70,6 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     table = pd.read_csv(readme.parent / "results" / "ablation.csv")
     assert list(table["variant"]) == ["full", "no_ema"]
     assert (table["seeds"] == 2).all() and "±" in table.loc[0, "age MAE"]
+    assert "2 epochs each at" in table.loc[0, "budget"] and "2 epochs each at" in text
     assert "| Others White" not in text and "| White female |" in text
     assert (readme.parent / "results" / "learning_curves.png").stat().st_size > 0

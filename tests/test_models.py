@@ -44,6 +44,15 @@ def test_backbone_contract(name, kwargs):
     assert len(bb.input_config.mean) == 3 and bb.name == name
 
 
+def test_wide_stem_reads_a_larger_input_into_the_same_maps():
+    default = create_backbone("cnn", width=8)
+    wide = create_backbone("cnn", width=8, stem_stride=3, stem_kernel=5)
+    assert (
+        wide.stem(torch.randn(1, 3, 96, 96)).shape == default.stem(torch.randn(1, 3, 64, 64)).shape
+    )
+    assert wide.stem[0].kernel_size == (5, 5) and default.stem[0].kernel_size == (3, 3)
+
+
 def test_vgg16_offline_message(monkeypatch):
     from torchvision.models import VGG16_Weights
 

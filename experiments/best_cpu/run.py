@@ -54,18 +54,43 @@ def split_scores(run_dir: Path, split: str) -> dict[str, float]:
     return {name: float(fn(metrics, table)) for name, fn in SCORES.items()}
 
 
-def ablation_table(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
-    """Mean ± sd over seeds of each variant's validation scores, and the budget line."""
-    runs = collect(sweep_dir)
+def ablation_tables(sweep_dirs: list[Path]) -> list[tuple[pd.DataFrame, str]]:
+    """Per training budget (epochs), mean ± sd over seeds of each variant's validation scores
+    and the budget line; the runs may come from several sweeps (e.g. one per core)."""
+    runs = collect(*sweep_dirs)
     failed = runs[runs["status"] != "ok"]
     ok = runs[runs["status"] == "ok"]
+    tables = []
+    for epochs, budget_runs in ok.groupby("epochs", sort=True):
+        table = variant_table(budget_runs)
+        sweeps = ", ".join(f"`{d}`" for d in dict.fromkeys(budget_runs["sweep"]))
+        n_failed = int((failed["epochs"] == epochs).sum()) if "epochs" in failed else 0
+        budget = (
+            f"{int(epochs)} epochs each at {int(budget_runs.iloc[0]['img_size'])} px "
+            f"({len(budget_runs)} runs, {n_failed} failed; {sweeps}), validation split of the "
+            f"seeded 80/10/10 split; mean ± sd over seeds; accuracies in %. "
+            f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"{threads_line(budget_runs['threads'])} torch thread(s) per run."
+        )
+        tables.append((table, budget))
+    return tables
+
+
+def threads_line(threads: pd.Series) -> str:
+    """The runs' torch thread counts, e.g. ``1`` or ``1-2``."""
+    lo, hi = int(threads.min()), int(threads.max())
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per ablation variant, in order of first appearance."""
     rows = [
         {"ablation": r["ablation"], "seed": r["seed"], "train time (s)": r["train_time_s"]}
         | split_scores(Path(r["output_dir"]), "val")
-        for _, r in ok.iterrows()
+        for _, r in runs.iterrows()
     ]
     df = pd.DataFrame(rows)
-    order = list(dict.fromkeys(ok["ablation"]))
+    order = list(dict.fromkeys(runs["ablation"]))
     stats = df.drop(columns="seed").groupby("ablation", sort=False).agg(["mean", "std"])
     seeds = df.groupby("ablation", sort=False)["seed"].count()
     out = pd.DataFrame(index=order)
@@ -81,15 +106,7 @@ def ablation_table(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
             else f"{m * scale:.{digits}f}"
             for m, s in zip(mean[order], sd[order], strict=True)
         ]
-    out = out.reset_index(names="variant")
-    first = ok.iloc[0]
-    budget = (
-        f"Sweep `{sweep_dir}`: {len(ok)} runs ({len(failed)} failed), {int(first['epochs'])} "
-        f"epochs each at {int(first['img_size'])} px, validation split of the seeded 80/10/10 "
-        f"split; mean ± sd over seeds; accuracies in %. {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores."
-    )
-    return out, budget
+    return out.reset_index(names="variant")
 
 
 def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
@@ -175,17 +192,22 @@ def plot_curves(run_dirs: list[Path], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ablation", type=Path, help="the ablation_cpu multirun folder")
+    parser.add_argument(
+        "--ablation", type=Path, nargs="*", default=[], help="ablation multirun folders"
+    )
     parser.add_argument("--final", type=Path, nargs="*", default=[], help="final run folders")
     parser.add_argument("--readme", type=Path, default=README, help="report to write into")
     args = parser.parse_args(argv)
     results = args.readme.parent / "results"
     results.mkdir(exist_ok=True)
     if args.ablation:
-        table, budget = ablation_table(args.ablation)
-        table.to_csv(results / "ablation.csv", index=False)
-        replace_section(args.readme, "ablation", f"{budget}\n\n{to_markdown(table)}")
-        print(to_markdown(table))
+        tables = ablation_tables(args.ablation)
+        pd.concat([t.assign(budget=b) for t, b in tables], ignore_index=True).to_csv(
+            results / "ablation.csv", index=False
+        )
+        section = "\n\n".join(f"{b}\n\n{to_markdown(t)}" for t, b in tables)
+        replace_section(args.readme, "ablation", section)
+        print(section)
     if args.final:
         plot_curves(args.final, results / "learning_curves.png")
         section = final_section(args.final)
