@@ -64,7 +64,7 @@ def ablation_tables(sweep_dirs: list[Path]) -> list[tuple[pd.DataFrame, str]]:
     for epochs, budget_runs in ok.groupby("epochs", sort=True):
         table = variant_table(budget_runs)
         sweeps = ", ".join(f"`{d}`" for d in dict.fromkeys(budget_runs["sweep"]))
-        n_failed = int((failed["epochs"] == epochs).sum()) if "epochs" in failed else 0
+        n_failed = int((failed["epochs"] == epochs).sum())
         budget = (
             f"{int(epochs)} epochs each at {int(budget_runs.iloc[0]['img_size'])} px "
             f"({len(budget_runs)} runs, {n_failed} failed; {sweeps}), validation split of the "
