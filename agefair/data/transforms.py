@@ -262,8 +262,6 @@ class TrainPreset(Preset):
         grayscale: probability of turning the picture grey.
         blur: probability of a Gaussian blur with sigma up to 1.5 px (at 64 px).
         strength: multiplier of every magnitude above except the flip; 0 is the eval pipeline.
-            Half by default: the small default network underfits at full strength
-            (experiments/best_cpu).
         seed: seed of the augmentation sequence; None draws a fresh one.
         mean: per-channel normalisation mean (0..1 scale).
         std: per-channel normalisation standard deviation (0..1 scale).
@@ -281,7 +279,7 @@ class TrainPreset(Preset):
         hue_saturation: float = 0.0,
         grayscale: float = 0.0,
         blur: float = 0.0,
-        strength: float = 0.5,
+        strength: float = 1.0,
         seed: int | None = None,
         mean: Stats = DEFAULT_MEAN,
         std: Stats = DEFAULT_STD,

@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from agefair.group_metrics import (  # noqa: E402
     bootstrap_ci,
@@ -130,6 +131,14 @@ def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def augmentation_strength(run_dir: Path) -> float | None:
+    """The run's ``data.augment.strength``, from its saved Hydra config (None if absent)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return None
+    return OmegaConf.select(OmegaConf.load(path), "data.augment.strength", default=None)
+
+
 def final_section(run_dirs: list[Path]) -> str:
     """Test results of the final runs: a headline row each, then each run's group table."""
     rows = []
@@ -142,6 +151,7 @@ def final_section(run_dirs: list[Path]) -> str:
                 "backbone": result["backbone"],
                 "pretrained": bool(result["pretrained"]),
                 "epochs": int(result["epochs"]),
+                "augmentation strength": augmentation_strength(run),
                 "train time (s)": int(result["train_time_s"]),
                 "params": int(result["params"]),
                 **split_scores(run, "test"),
