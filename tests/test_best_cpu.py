@@ -61,6 +61,13 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     no_ema = torch.load(next((sweep / "2" / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
     assert "current_model_state" not in no_ema
 
+    # Scores on detector-framed faces (experiments/best_cpu/framing.py) for the two "full" runs:
+    # the original-crop row, then the framed row the report reads.
+    for i, framed_mae in [(0, 6.0), (1, 7.0)]:
+        pd.DataFrame(
+            {"age_mae": [5.0, framed_mae], "gender_acc": [0.9, 0.8], "race_acc": [0.7, 0.6]}
+        ).to_csv(sweep / str(i) / "framing_val.csv", index=False)
+
     readme = tmp_path / "report" / "README.md"
     readme.parent.mkdir()
     shutil.copy(REPO / "experiments" / "best_cpu" / "README.md", readme)
@@ -70,6 +77,63 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     table = pd.read_csv(readme.parent / "results" / "ablation.csv")
     assert list(table["variant"]) == ["full", "no_ema"]
     assert (table["seeds"] == 2).all() and "±" in table.loc[0, "age MAE"]
+    framed = table.set_index("variant")[["framed age MAE", "framed gender acc"]]
+    assert framed.loc["full"].tolist() == ["6.50 ± 0.71", "80.0 ± 0.0"]
+    assert framed.loc["no_ema"].tolist() == ["–", "–"]  # not scored, not zero
     assert "2 epochs each at" in table.loc[0, "budget"] and "2 epochs each at" in text
     assert "| Others White" not in text and "| White female |" in text
     assert (readme.parent / "results" / "learning_curves.png").stat().st_size > 0
+
+
+def load_bare_script():
+    path = REPO / "experiments" / "best_cpu" / "bare_script.py"
+    spec = importlib.util.spec_from_file_location("best_cpu_bare_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bare_script_network_and_augmentation():
+    bare = load_bare_script()
+    net = bare.Net()
+    assert 1.1e6 < sum(p.numel() for p in net.parameters()) < 1.3e6  # "a 1.2 M-parameter CNN"
+    images = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
+    x = bare.to_input(images)
+    assert x.shape == (5, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
+    out = bare.augment(x, pad=4)
+    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+    # Each augmented image is a window of the (possibly flipped) reflect-padded original.
+    padded = torch.nn.functional.pad(torch.cat([x, x.flip(3)]), (4,) * 4, mode="reflect")
+    windows = padded.unfold(2, 64, 1).unfold(3, 64, 1)  # N x C x 9 x 9 x 64 x 64
+    for i in range(5):
+        found = [
+            torch.equal(windows[j, :, dy, dx], out[i])
+            for j in (i, i + 5)
+            for dy in range(9)
+            for dx in range(9)
+        ]
+        assert any(found)
+    # The age target is a distribution around the true age: its loss is lowest there.
+    age_logits = torch.full((1, 117), -10.0)
+    age_logits[0, 30] = 10.0
+    outs = (age_logits, torch.zeros(1, 2), torch.zeros(1, 5))
+    at = bare.loss_fn(outs, torch.tensor([30]), torch.tensor([0]), torch.tensor([0]))
+    off = bare.loss_fn(outs, torch.tensor([50]), torch.tensor([0]), torch.tensor([0]))
+    assert at < off
+
+
+@pytest.mark.slow
+def test_bare_script_runs_on_agefairs_split_and_joins_the_report(tmp_path, tiny_archive):
+    bare = load_bare_script()
+    out = tmp_path / "bare"
+    data = tmp_path / "data"
+    args = ["--epochs", "2", "--batch", "16", "--threads", "1"]
+    bare.main([*args, "--archive", str(tiny_archive), "--data-dir", str(data), "--out", str(out)])
+    preds = pd.read_csv(out / "predictions_test.csv")
+    # The same test faces as agefair's own runs on that data: its split manifest decides.
+    manifest = pd.read_csv(next((data / "splits").glob("*.csv")))
+    want = manifest[manifest["split"] == "test"][["age", "gender", "race"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(preds[["age", "gender", "race"]], want, check_dtype=False)
+    assert preds["age_pred"].between(0, 116).all() and set(preds["race_pred"]) <= set(range(5))
+    section = load_report_script().final_section([out])
+    assert "| bare | bare script | False | 2 |" in section

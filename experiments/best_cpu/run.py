@@ -48,6 +48,26 @@ SCORES = {
 }
 
 
+#: Where experiments/best_cpu/framing.py leaves a run's scores on detector-framed faces.
+FRAMING_FILE = "framing_val.csv"
+#: The report's columns for those scores (validation faces tilted in a larger picture, found
+#: and cropped by the detector), from the file's second row.
+FRAMED_SCORES = {
+    "framed age MAE": "age_mae",
+    "framed gender acc": "gender_acc",
+    "framed race acc": "race_acc",
+}
+
+
+def framed_scores(run_dir: Path) -> dict[str, float]:
+    """The run's scores on detector-framed validation faces; NaN where it was not scored."""
+    path = run_dir / FRAMING_FILE
+    if not path.is_file():
+        return dict.fromkeys(FRAMED_SCORES, float("nan"))
+    framed = pd.read_csv(path).iloc[1]
+    return {name: float(framed[col]) for name, col in FRAMED_SCORES.items()}
+
+
 def split_scores(run_dir: Path, split: str) -> dict[str, float]:
     """The report's scores of one run on one split, from its saved predictions."""
     preds = pd.read_csv(run_dir / f"predictions_{split}.csv")
@@ -88,6 +108,7 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = [
         {"ablation": r["ablation"], "seed": r["seed"], "train time (s)": r["train_time_s"]}
         | split_scores(Path(r["output_dir"]), "val")
+        | framed_scores(Path(r["output_dir"]))
         for _, r in runs.iterrows()
     ]
     df = pd.DataFrame(rows)
@@ -96,13 +117,17 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
     seeds = df.groupby("ablation", sort=False)["seed"].count()
     out = pd.DataFrame(index=order)
     out["seeds"] = seeds
-    for col in [*SCORES, "train time (s)"]:
+    for col in [*SCORES, *FRAMED_SCORES, "train time (s)"]:
         mean, sd = stats[(col, "mean")], stats[(col, "std")]
-        pct = col != "age MAE" and col != "train time (s)"
+        if mean.isna().all():
+            continue  # e.g. no run of this budget was scored on framed faces
+        pct = "MAE" not in col and col != "train time (s)"
         scale = 100 if pct else 1
         digits = 0 if col == "train time (s)" else (1 if pct else 2)
         out[col] = [
-            f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+            "–"
+            if pd.isna(m)
+            else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
             if pd.notna(s)
             else f"{m * scale:.{digits}f}"
             for m, s in zip(mean[order], sd[order], strict=True)

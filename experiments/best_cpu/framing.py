@@ -1,0 +1,92 @@
+"""Scores runs on validation faces framed by the face detector, as the app frames them.
+
+    python experiments/best_cpu/framing.py outputs/ablation_full/a/0 outputs/ablation_full/b/1 ...
+
+The validation split holds aligned crops only, so a recipe chosen on it alone can fit the aligned
+framing at the cost of faces the detector finds in a photo. This scores each run's best
+checkpoint on ``--n`` seeded validation faces pasted tilted (up to 20 degrees) into larger
+pictures, found by YuNet and cropped (the hardest layout of ``experiments/crop_framing``, the one
+``tests/test_crop_framing.py`` holds the default to), beside the same faces' aligned crops. The
+table goes to ``framing_val.csv`` in each run folder, which the report reads; runs that have one
+are skipped unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from run import FRAMING_FILE  # this folder's report script, which reads what this writes
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def crop_framing_study():
+    """experiments/crop_framing/run.py as a module (experiments are scripts, not a package)."""
+    path = REPO / "experiments" / "crop_framing" / "run.py"
+    spec = importlib.util.spec_from_file_location("crop_framing_study", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it is created
+    spec.loader.exec_module(module)
+    return module
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint (what ``ModelCheckpoint`` kept), else its last."""
+    kept = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if kept:
+        return kept[-1]
+    if last.is_file():
+        return last
+    raise FileNotFoundError(f"{run_dir} holds no checkpoint")
+
+
+def score_run(run_dir: Path, yunet: Path, n: int, seed: int = 0) -> pd.DataFrame:
+    """The aligned-crop row and the tilted detector-framed row for one run's checkpoint."""
+    from agefair.detect import create_detector
+    from agefair.predict import Predictor
+
+    study = crop_framing_study()
+    ckpt = best_checkpoint(run_dir)
+    faces, labels, _ = study.load_faces(ckpt, "val", n, seed=seed)
+    predictor = Predictor.from_checkpoint(ckpt, detector=create_detector("yunet", model_path=yunet))
+    layouts = [study.Layout(600, 200, tilt=20)]
+    table = study.study(predictor, faces, labels, layouts=layouts, surrounds=["continued"])
+    table.insert(0, "checkpoint", ckpt.name)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders")
+    parser.add_argument("--n", type=int, default=1000, help="validation faces per run")
+    parser.add_argument(
+        "--yunet", type=Path, default=None, help="YuNet model (default: $AGEFAIR_YUNET_MODEL)"
+    )
+    parser.add_argument("--force", action="store_true", help="rescore runs already scored")
+    args = parser.parse_args(argv)
+    from agefair.detect import resolve_yunet_model
+
+    yunet = resolve_yunet_model(args.yunet)  # fails before any work, saying where to put it
+    torch.set_num_threads(1)  # one run at a time per core; more threads only contend
+    for run_dir in tqdm(args.runs, desc="runs", unit="run"):
+        out = run_dir / FRAMING_FILE
+        if out.is_file() and not args.force:
+            continue
+        table = score_run(run_dir, yunet, args.n)
+        table.to_csv(out, index=False)
+        row = table.iloc[1]
+        tqdm.write(
+            f"{run_dir}: tilted, detector-framed vs aligned: age {row['d_age_mae']:+.2f} y, "
+            f"gender {row['d_gender']:+.1f}, race {row['d_race']:+.1f} points"
+        )
+
+
+if __name__ == "__main__":
+    main()
