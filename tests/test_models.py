@@ -53,6 +53,14 @@ def test_wide_stem_reads_a_larger_input_into_the_same_maps():
     assert wide.stem[0].kernel_size == (5, 5) and default.stem[0].kernel_size == (3, 3)
 
 
+def test_narrow_stem_feeds_a_wider_first_stage():
+    net = create_backbone("cnn", depth=3, width=64, residual=False, stem_width=32)
+    assert net.stem[0].out_channels == 32 and net.stages[0].body[0].in_channels == 32
+    assert net(torch.randn(2, 3, 64, 64)).shape == (2, net.num_features) and net.num_features == 256
+    # Without it the stem is as wide as the first stage, as before.
+    assert create_backbone("cnn", width=16).stem[0].out_channels == 16
+
+
 def test_vgg16_offline_message(monkeypatch):
     from torchvision.models import VGG16_Weights
 

@@ -103,6 +103,8 @@ class PlainCNN(Backbone):
         stem_kernel: kernel of the stem (``None``: ``kernel``). A kernel wider than the stride
             lets a larger input pass through the stem without skipping pixels, e.g. 96 px with
             ``stem_stride=3, stem_kernel=5`` costs about what 64 px does with stride 2.
+        stem_width: channels of the stem (``None``: ``width``). A narrower stem than the first
+            stage keeps the full-resolution layer cheap when the first stage is wide.
         dropout: dropout on the pooled features.
         max_width: cap on the channels of the widest stage.
     """
@@ -117,6 +119,7 @@ class PlainCNN(Backbone):
         residual: bool = True,
         stem_stride: int = 2,
         stem_kernel: int | None = None,
+        stem_width: int | None = None,
         dropout: float = 0.0,
         max_width: int = 512,
     ) -> None:
@@ -126,13 +129,16 @@ class PlainCNN(Backbone):
                 f"depth, width and blocks must be >= 1, got {depth}, {width}, {blocks}"
             )
         stem_kernel = kernel if stem_kernel is None else stem_kernel
+        stem_width = width if stem_width is None else stem_width
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, stem_kernel, stem_stride, stem_kernel // 2, bias=norm == "none"),
-            _norm(norm, width),
+            nn.Conv2d(
+                3, stem_width, stem_kernel, stem_stride, stem_kernel // 2, bias=norm == "none"
+            ),
+            _norm(norm, stem_width),
             nn.ReLU(inplace=True),
         )
         layers: list[nn.Module] = []
-        c_in = width
+        c_in = stem_width
         for stage in range(depth):
             c_out = min(width * 2**stage, max_width)
             for b in range(blocks):
