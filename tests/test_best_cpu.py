@@ -135,5 +135,7 @@ def test_bare_script_runs_on_agefairs_split_and_joins_the_report(tmp_path, tiny_
     want = manifest[manifest["split"] == "test"][["age", "gender", "race"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(preds[["age", "gender", "race"]], want, check_dtype=False)
     assert preds["age_pred"].between(0, 116).all() and set(preds["race_pred"]) <= set(range(5))
-    section = load_report_script().final_section([out])
-    assert "| bare | bare script | False | 2 |" in section
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- final:start -->\n<!-- final:end -->\n")
+    load_report_script().main(["--final", str(out), "--readme", str(readme)])
+    assert "| bare | bare script | False | 2 |" in readme.read_text()

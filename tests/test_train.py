@@ -52,7 +52,14 @@ def run_train(args: list[str], tmp_path: Path, archive: Path) -> subprocess.Comp
 
 
 @pytest.mark.parametrize(
-    "group", ["backbone=cnn", "backbone=tiny", "backbone=resnet18", "backbone=mobilenetv3"]
+    "group",
+    [
+        "backbone=cnn",
+        "backbone=cnn_3stage",
+        "backbone=tiny",
+        "backbone=resnet18",
+        "backbone=mobilenetv3",
+    ],
 )
 def test_backbone_configs_instantiate(group, tmp_path):
     cfg = compose_train([group], tmp_path)
@@ -139,3 +146,14 @@ def test_missing_archive_is_a_clear_error(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     assert "UTKFace.tar.gz" in proc.stderr and "UTKFACE_ARCHIVE" in proc.stderr
+
+
+def test_three_stage_ablation_swaps_in_the_bare_scripts_network(tmp_path):
+    """ablation=three_stages composes backbone cnn_3stage over cnn.yaml (same 1.2 M network)."""
+    net = build_system(
+        compose_train(["experiment=ablation_full", "ablation=three_stages"], tmp_path)
+    ).net.backbone
+    assert len(net.stages) == 3 and net.stem[0].out_channels == 32 and net.num_features == 256
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(1.16e6, rel=0.02)
+    default = build_system(compose_train([], tmp_path)).net.backbone
+    assert len(default.stages) == 4 and default.stem[0].out_channels == 32

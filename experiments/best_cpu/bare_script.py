@@ -9,7 +9,7 @@ one-cycle schedule; flips and small shifts; 24 epochs; flip test-time augmentati
 epoch's weights. Only the data comes from agefair (the same decoded 64-px pixels and the same
 seeded 80/10/10 split as `make train`), so the comparison is of the recipes alone. Writes
 ``predictions_{val,test}.csv``, ``results.csv`` and ``metrics.json`` in agefair's run layout to
-``outputs/bare_script/seed<seed>`` for this folder's run.py.
+``outputs/bare_script/bare_seed<seed>`` for this folder's run.py.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = args.out or Path("outputs/bare_script") / f"seed{args.seed}"
+    out = args.out or Path("outputs/bare_script") / f"bare_seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
 
     data = UTKFaceDataModule(archive=args.archive, data_dir=args.data_dir)

@@ -211,6 +211,8 @@ def plot_curves(run_dirs: list[Path], path: Path) -> Path:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for run in run_dirs:
+        if not (run / "history.csv").is_file():
+            continue  # e.g. the bare script, which logs no curves
         history = pd.read_csv(run / "history.csv")
         for ax, (col, title) in zip(axes, panels, strict=True):
             if col in history:
