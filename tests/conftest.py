@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -79,6 +80,15 @@ def utkface_archive() -> Path:
     if path is None:
         pytest.skip("real UTKFace archive not found: set UTKFACE_ARCHIVE to UTKFace.tar.gz")
     return path
+
+
+def load_script(relative_path: str, name: str):
+    """An experiment script (``experiments/...``, not a package) as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it is created
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from agefair.models.base import race_class_weights
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, load_script, run_module
 from tests.test_train import TINY
 
 
@@ -26,11 +25,7 @@ def test_race_class_weights_follow_the_power_and_average_one():
 
 
 def load_report_script():
-    path = REPO / "experiments" / "best_cpu" / "run.py"
-    spec = importlib.util.spec_from_file_location("best_cpu_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/best_cpu/run.py", "best_cpu_report")
 
 
 @pytest.mark.slow
@@ -86,11 +81,7 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
 
 
 def load_bare_script():
-    path = REPO / "experiments" / "best_cpu" / "bare_script.py"
-    spec = importlib.util.spec_from_file_location("best_cpu_bare_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/best_cpu/bare_script.py", "best_cpu_bare_script")
 
 
 def test_bare_script_network_and_augmentation():

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,20 +24,9 @@ from agefair.detect import (
     crop_square,
 )
 from agefair.predict import NoCheckpointError, Predictor, default_checkpoint
-from tests.conftest import REPO, SHARED, real_archive
+from tests.conftest import REPO, SHARED, load_script, real_archive
 
-
-def load_study():
-    """experiments/crop_framing/run.py as a module (experiments are scripts, not a package)."""
-    path = REPO / "experiments" / "crop_framing" / "run.py"
-    spec = importlib.util.spec_from_file_location("crop_framing_study", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it is created
-    spec.loader.exec_module(module)
-    return module
-
-
-study = load_study()
+study = load_script("experiments/crop_framing/run.py", "crop_framing_study")
 
 
 def synthetic_face(side: int = 200, seed: int = 0) -> np.ndarray:

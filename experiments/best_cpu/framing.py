@@ -14,9 +14,9 @@ are skipped unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import torch
@@ -26,14 +26,10 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[2]
 
 
-def crop_framing_study():
-    """experiments/crop_framing/run.py as a module (experiments are scripts, not a package)."""
+def crop_framing_study() -> SimpleNamespace:
+    """experiments/crop_framing/run.py's functions (experiments are scripts, not a package)."""
     path = REPO / "experiments" / "crop_framing" / "run.py"
-    spec = importlib.util.spec_from_file_location("crop_framing_study", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it is created
-    spec.loader.exec_module(module)
-    return module
+    return SimpleNamespace(**runpy.run_path(str(path), run_name="crop_framing_study"))
 
 
 def best_checkpoint(run_dir: Path) -> Path:
