@@ -64,6 +64,7 @@ __all__ = [
     "PhotoPrediction",
     "Predictor",
     "default_checkpoint",
+    "run_checkpoint",
     "describe_checkpoint",
     "draw_predictions",
     "format_label",
@@ -213,16 +214,34 @@ def default_checkpoint(root: str | os.PathLike[str] = "outputs/train/runs") -> P
             f"(or `python -m agefair.train`), or name one with --ckpt PATH or {CKPT_ENV_VAR}"
         )
 
-    def mtime(path: Path) -> float:
-        return path.stat().st_mtime
-
     def finished(files: list[Path]) -> bool:
         return (files[0].parent.parent / "results.csv").is_file()
 
-    newest_run = max(runs.values(), key=lambda files: (finished(files), max(map(mtime, files))))
-    best = [p for p in newest_run if p.name.startswith("epoch")]
-    last = [p for p in newest_run if p.name == "last.ckpt"]
-    return max(best or last or newest_run, key=mtime)
+    newest_run = max(runs.values(), key=lambda files: (finished(files), max(map(_mtime, files))))
+    return _kept_checkpoint(newest_run)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _kept_checkpoint(files: list[Path]) -> Path:
+    """Of one run's checkpoint files, the best one ``ModelCheckpoint`` kept, else the last."""
+    best = [p for p in files if p.name.startswith("epoch")]
+    last = [p for p in files if p.name == "last.ckpt"]
+    return max(best or last or files, key=_mtime)
+
+
+def run_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint of one run folder that :func:`default_checkpoint` would pick in it.
+
+    Raises:
+        NoCheckpointError: If the folder holds no checkpoint.
+    """
+    files = [p for p in Path(run_dir).rglob("*.ckpt") if p.is_file()]
+    if not files:
+        raise NoCheckpointError(f"{run_dir} holds no checkpoint")
+    return _kept_checkpoint(files)
 
 
 #: Override prefixes that say where files are, not what was trained.

@@ -35,6 +35,7 @@ from agefair.predict import (
     draw_predictions,
     format_label,
     main,
+    run_checkpoint,
 )
 from tests.conftest import SHARED, train_tiny_checkpoint  # noqa: F401 (app tests import it)
 
@@ -132,6 +133,17 @@ def test_default_checkpoint_picks_newest_run_and_its_best(tmp_path, monkeypatch)
     monkeypatch.setenv(CKPT_ENV_VAR, str(tmp_path / "missing.ckpt"))
     with pytest.raises(NoCheckpointError, match=CKPT_ENV_VAR):
         default_checkpoint(root)
+
+
+def test_run_checkpoint_picks_within_one_run_whatever_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(CKPT_ENV_VAR, str(_touch(tmp_path / "elsewhere.ckpt", 10)))
+    run = tmp_path / "run"
+    with pytest.raises(NoCheckpointError, match="holds no checkpoint"):
+        run_checkpoint(run)
+    _touch(run / "checkpoints/last.ckpt", 1001)
+    assert run_checkpoint(run).name == "last.ckpt"
+    _touch(run / "checkpoints/epoch004.ckpt", 1000)
+    assert run_checkpoint(run).name == "epoch004.ckpt"  # the kept best beats the newer last
 
 
 def test_from_checkpoint_without_any_says_how_to_get_one(tmp_path, monkeypatch):

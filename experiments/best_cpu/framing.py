@@ -32,24 +32,13 @@ def crop_framing_study() -> SimpleNamespace:
     return SimpleNamespace(**runpy.run_path(str(path), run_name="crop_framing_study"))
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (what ``ModelCheckpoint`` kept), else its last."""
-    kept = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if kept:
-        return kept[-1]
-    if last.is_file():
-        return last
-    raise FileNotFoundError(f"{run_dir} holds no checkpoint")
-
-
 def score_run(run_dir: Path, yunet: Path, n: int, seed: int = 0) -> pd.DataFrame:
     """The aligned-crop row and the tilted detector-framed row for one run's checkpoint."""
     from agefair.detect import create_detector
-    from agefair.predict import Predictor
+    from agefair.predict import Predictor, run_checkpoint
 
     study = crop_framing_study()
-    ckpt = best_checkpoint(run_dir)
+    ckpt = run_checkpoint(run_dir)
     faces, labels, _ = study.load_faces(ckpt, "val", n, seed=seed)
     predictor = Predictor.from_checkpoint(ckpt, detector=create_detector("yunet", model_path=yunet))
     layouts = [study.Layout(600, 200, tilt=20)]
