@@ -63,6 +63,11 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
             {"age_mae": [5.0, framed_mae], "gender_acc": [0.9, 0.8], "race_acc": [0.7, 0.6]}
         ).to_csv(sweep / str(i) / "framing_val.csv", index=False)
 
+    # The last no_ema run as if measured on another default network: a row of its own.
+    results = pd.read_csv(sweep / "3" / "results.csv")
+    results["params"] = 2 * results["params"]
+    results.to_csv(sweep / "3" / "results.csv", index=False)
+
     readme = tmp_path / "report" / "README.md"
     readme.parent.mkdir()
     shutil.copy(REPO / "experiments" / "best_cpu" / "README.md", readme)
@@ -70,11 +75,12 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     report.main(["--ablation", str(sweep), "--final", str(member), "--readme", str(readme)])
     text = readme.read_text()
     table = pd.read_csv(readme.parent / "results" / "ablation.csv")
-    assert list(table["variant"]) == ["full", "no_ema"]
-    assert (table["seeds"] == 2).all() and "±" in table.loc[0, "age MAE"]
-    framed = table.set_index("variant")[["framed age MAE", "framed gender acc"]]
-    assert framed.loc["full"].tolist() == ["6.50 ± 0.71", "80.0 ± 0.0"]
-    assert framed.loc["no_ema"].tolist() == ["–", "–"]  # not scored, not zero
+    assert list(table["variant"]) == ["full", "no_ema", "no_ema"]
+    assert table["seeds"].tolist() == [2, 1, 1] and "±" in table.loc[0, "age MAE"]
+    assert table.loc[1, "params"] != table.loc[2, "params"]
+    framed = table[["framed age MAE", "framed gender acc"]]
+    assert framed.loc[0].tolist() == ["6.50 ± 0.71", "80.0 ± 0.0"]
+    assert framed.loc[1].tolist() == ["–", "–"]  # not scored, not zero
     assert "2 epochs each at" in table.loc[0, "budget"] and "2 epochs each at" in text
     assert "| Others White" not in text and "| White female |" in text
     assert (readme.parent / "results" / "learning_curves.png").stat().st_size > 0

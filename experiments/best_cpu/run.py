@@ -31,7 +31,7 @@ from agefair.group_metrics import (  # noqa: E402
     group_table,
     headline_metrics,
 )
-from agefair.report_tables import replace_section, to_markdown, with_ci  # noqa: E402
+from agefair.report_tables import format_count, replace_section, to_markdown, with_ci  # noqa: E402
 from agefair.sweep_results import collect  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -104,19 +104,27 @@ def threads_line(threads: pd.Series) -> str:
 
 
 def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per ablation variant, in order of first appearance."""
+    """One row per ablation variant and network size, in order of first appearance.
+
+    A variant measured on two default networks (the default changed between the runs) gives
+    one row per network, told apart by its parameter count, instead of a mean over both.
+    """
     rows = [
-        {"ablation": r["ablation"], "seed": r["seed"], "train time (s)": r["train_time_s"]}
+        {
+            "variant": r["ablation"],
+            "params": format_count(r["params"]),
+            "seed": r["seed"],
+            "train time (s)": r["train_time_s"],
+        }
         | split_scores(Path(r["output_dir"]), "val")
         | framed_scores(Path(r["output_dir"]))
         for _, r in runs.iterrows()
     ]
     df = pd.DataFrame(rows)
-    order = list(dict.fromkeys(runs["ablation"]))
-    stats = df.drop(columns="seed").groupby("ablation", sort=False).agg(["mean", "std"])
-    seeds = df.groupby("ablation", sort=False)["seed"].count()
-    out = pd.DataFrame(index=order)
-    out["seeds"] = seeds
+    keys = ["variant", "params"]
+    by_variant = df.drop(columns="seed").groupby(keys, sort=False)
+    stats = by_variant.agg(["mean", "std"])
+    out = df.groupby(keys, sort=False)["seed"].count().rename("seeds").to_frame()
     for col in [*SCORES, *FRAMED_SCORES, "train time (s)"]:
         mean, sd = stats[(col, "mean")], stats[(col, "std")]
         if mean.isna().all():
@@ -130,9 +138,9 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
             else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
             if pd.notna(s)
             else f"{m * scale:.{digits}f}"
-            for m, s in zip(mean[order], sd[order], strict=True)
+            for m, s in zip(mean, sd, strict=True)
         ]
-    return out.reset_index(names="variant")
+    return out.reset_index()
 
 
 def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
