@@ -8,7 +8,9 @@ decoded cache, (c) the bare train step of the model on ready-made tensors (the c
 full Lightning training loop, and inference at batch 1 and 64; and, for a 1-megapixel photo with
 one face, the time of each prediction stage and of the whole request through the web server.
 Figures move by +-20% between runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken
-in one run, are what to compare. Writes ``outputs/bench/data.json``.
+in one run, are what to compare; (c) and (d) are measured in alternating blocks (``bench.repeats``
+of each) and reported as medians, so a change in the machine's load hits both. Writes
+``outputs/bench/data.json``.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ def bench_photo_request(model, cfg: DictConfig, repeats: int, warmup: int = 3) -
     against the sum of the stage medians, ``request_over_analyse`` against a whole direct call
     (the stages plus the result's assembly, which the server needs as well).
     """
+    if repeats < 1:
+        return {}
     photo = one_megapixel_face()
     if photo is None or not os.environ.get("AGEFAIR_YUNET_MODEL"):
         log.warning("photo request figures skipped: set AGEFAIR_PHOTOS and AGEFAIR_YUNET_MODEL")
@@ -226,8 +230,12 @@ def main(cfg: DictConfig) -> None:
     cached = bench_cached(dm, b.images)
     torch.set_num_threads(threads)
     batch = _train_batch(dm)
-    step = bench_model_step(model, batch, b.steps, b.warmup, str(cfg.trainer.precision))
-    loop = bench_loop(cfg, dm, b.steps, b.warmup)
+    steps, loops = [], []
+    for _ in range(b.repeats):
+        steps.append(bench_model_step(model, batch, b.steps, b.warmup, str(cfg.trainer.precision)))
+        loops.append(bench_loop(cfg, dm, b.steps, b.warmup))
+    step, loop = float(np.median(steps)), float(np.median(loops))
+    loop_over_step = [round(lo / st, 2) for lo, st in zip(loops, steps, strict=True)]
     img = cfg.data.img_size
     costs = measure_complexity(model, (3, img, img))
     photo = bench_photo_request(model, cfg, b.photo_repeats)
@@ -238,7 +246,9 @@ def main(cfg: DictConfig) -> None:
         "model_step_img_s": step,
         "loop_img_s": loop,
         "cached_over_step": round(cached / step, 2),
-        "loop_over_step": round(loop / step, 2),
+        # The median of the ratios of neighbouring blocks: each pair shares the machine's state.
+        "loop_over_step": float(np.median(loop_over_step)),
+        "loop_over_step_blocks": loop_over_step,
         "decode_over_step": round(decode / step, 2),
         "infer_b1_img_s": round(1000 / costs["latency_ms_b1"], 1),
         "infer_b64_img_s": costs["images_per_s_b64"],
@@ -252,6 +262,7 @@ def main(cfg: DictConfig) -> None:
         "torch_threads": threads,
         "cpu_count": os.cpu_count(),
         "steps": b.steps,
+        "repeats": b.repeats,
         "images_for_data_figures": b.images,
         "note": "data figures (a, b) on one core; model figures (c, d) with torch_threads",
         **photo,
@@ -262,8 +273,8 @@ def main(cfg: DictConfig) -> None:
     width = max(map(len, result))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
     print(f"written to {out / 'data.json'}")
-    if result["cached_over_step"] < 3 or result["loop_over_step"] < 0.8:
-        log.warning("below target: cached/step >= 3 and loop/step >= 0.8 expected")
+    if result["cached_over_step"] < 3 or result["loop_over_step"] < 0.85:
+        log.warning("below target: cached/step >= 3 and loop/step >= 0.85 expected")
     if photo and photo["request_over_stages"] > 1.3:
         log.warning("below target: a request should cost <= 1.3x the sum of its stages")
 
