@@ -156,4 +156,21 @@ def test_three_stage_ablation_swaps_in_the_bare_scripts_network(tmp_path):
     assert len(net.stages) == 3 and net.stem[0].out_channels == 32 and net.num_features == 256
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(1.16e6, rel=0.02)
     default = build_system(compose_train([], tmp_path)).net.backbone
-    assert len(default.stages) == 4 and default.stem[0].out_channels == 32
+    assert len(default.stages) == 3 and default.stem[0].out_channels == 24
+    assert default.num_features == 192  # three quarters of the bare script's width
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=ablation_full", "ablation=four_stages"],
+        # studies whose recorded results ran on the four-stage CNN keep it as the default moves
+        ["experiment=compare_approaches"],
+        ["experiment=complexity_sweep"],
+        ["hparams_search=optuna"],
+    ],
+)
+def test_four_stage_network_where_asked_or_recorded(overrides, tmp_path):
+    net = build_system(compose_train(overrides, tmp_path)).net.backbone
+    assert len(net.stages) == 4 and net.stem[0].out_channels == 32
+    assert any(block.shortcut is not None for block in net.stages)  # residual blocks
