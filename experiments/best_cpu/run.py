@@ -122,8 +122,7 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
     ]
     df = pd.DataFrame(rows)
     keys = ["variant", "params"]
-    by_variant = df.drop(columns="seed").groupby(keys, sort=False)
-    stats = by_variant.agg(["mean", "std"])
+    stats = df.drop(columns="seed").groupby(keys, sort=False).agg(["mean", "std"])
     out = df.groupby(keys, sort=False)["seed"].count().rename("seeds").to_frame()
     for col in [*SCORES, *FRAMED_SCORES, "train time (s)"]:
         mean, sd = stats[(col, "mean")], stats[(col, "std")]
