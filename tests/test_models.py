@@ -61,6 +61,21 @@ def test_narrow_stem_feeds_a_wider_first_stage():
     assert create_backbone("cnn", width=16).stem[0].out_channels == 16
 
 
+def test_stage_widths_replace_depth_and_doubling():
+    net = create_backbone("cnn", widths=[8, 16, 40], stem_width=4, residual=False)
+    assert [s.body[0].out_channels for s in net.stages] == [8, 16, 40]
+    assert net.stem[0].out_channels == 4 and net.num_features == 40
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 40)
+    # The doubling it replaces gives the same network.
+    doubled = create_backbone("cnn", depth=3, width=8, residual=False)
+    listed = create_backbone("cnn", widths=[8, 16, 32], residual=False)
+    assert [p.shape for p in doubled.parameters()] == [p.shape for p in listed.parameters()]
+    with pytest.raises(ValueError, match="at least one stage"):
+        create_backbone("cnn", widths=[])
+    with pytest.raises(ValueError, match="width"):
+        create_backbone("cnn", width=0)
+
+
 def test_vgg16_offline_message(monkeypatch):
     from torchvision.models import VGG16_Weights
 

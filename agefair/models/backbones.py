@@ -14,7 +14,7 @@ for any timm model by name.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,9 @@ class PlainCNN(Backbone):
             stage keeps the full-resolution layer cheap when the first stage is wide.
         dropout: dropout on the pooled features.
         max_width: cap on the channels of the widest stage.
+        widths: the channels of each stage, in place of ``depth``, ``width`` and the doubling;
+            e.g. ``[48, 96, 256]`` widens only the last stage, whose 4 x 4 maps make its
+            channels cheap in time though rich in parameters.
     """
 
     def __init__(
@@ -122,14 +125,19 @@ class PlainCNN(Backbone):
         stem_width: int | None = None,
         dropout: float = 0.0,
         max_width: int = 512,
+        widths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if depth < 1 or width < 1 or blocks < 1:
+        if widths is None:
+            widths = [min(width * 2**stage, max_width) for stage in range(depth)]
+        widths = list(widths)
+        if not widths or min(widths) < 1 or blocks < 1:
             raise ValueError(
-                f"depth, width and blocks must be >= 1, got {depth}, {width}, {blocks}"
+                f"need at least one stage, every width and blocks >= 1; got widths {widths}, "
+                f"blocks {blocks}"
             )
         stem_kernel = kernel if stem_kernel is None else stem_kernel
-        stem_width = width if stem_width is None else stem_width
+        stem_width = widths[0] if stem_width is None else stem_width
         self.stem = nn.Sequential(
             nn.Conv2d(
                 3, stem_width, stem_kernel, stem_stride, stem_kernel // 2, bias=norm == "none"
@@ -139,8 +147,7 @@ class PlainCNN(Backbone):
         )
         layers: list[nn.Module] = []
         c_in = stem_width
-        for stage in range(depth):
-            c_out = min(width * 2**stage, max_width)
+        for c_out in widths:
             for b in range(blocks):
                 stride = 2 if b == 0 else 1
                 layers.append(ConvBlock(c_in, c_out, stride, kernel, norm, residual))
