@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from agefair.complexity import count_params
+from agefair.models.backbones import create_backbone
 from agefair.models.base import race_class_weights
+from agefair.models.multitask import MultiTaskNet
 from tests.conftest import REPO, load_script, run_module
 from tests.test_train import TINY
 
@@ -83,6 +87,8 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     assert framed.loc[1].tolist() == ["–", "–"]  # not scored, not zero
     assert "2 epochs each at" in table.loc[0, "budget"] and "2 epochs each at" in text
     assert "| Others White" not in text and "| White female |" in text
+    # The final table names the backbone config the run chose and its torch threads.
+    assert f"| {member.name} | tiny | False | 2 |" in text and "| threads |" in text
     assert (readme.parent / "results" / "learning_curves.png").stat().st_size > 0
 
 
@@ -94,6 +100,11 @@ def test_bare_script_network_and_augmentation():
     bare = load_bare_script()
     net = bare.Net()
     assert 1.1e6 < sum(p.numel() for p in net.parameters()) < 1.3e6  # "a 1.2 M-parameter CNN"
+    # At --width 48 --stem-width 24 it is agefair's default network, head for head.
+    narrow = OmegaConf.load(REPO / "conf" / "backbone" / "cnn_3stage_narrow.yaml")
+    ours = MultiTaskNet(create_backbone("cnn", depth=3, width=48, stem_width=24, residual=False))
+    assert (narrow.width, narrow.stem_width) == (48, 24)
+    assert count_params(bare.Net(48, 24)) == count_params(ours)
     images = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     x = bare.to_input(images)
     assert x.shape == (5, 3, 64, 64) and x.min() >= -1 and x.max() <= 1

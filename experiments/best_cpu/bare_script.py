@@ -1,6 +1,7 @@
 """The bare-PyTorch anchor of the best-CPU targets, trained and tested on agefair's own split.
 
     python experiments/best_cpu/bare_script.py [--seed 0] [--epochs 24] [--threads 2]
+    python experiments/best_cpu/bare_script.py --width 48 --stem-width 24   # agefair's network
 
 The recipe the targets quote as "a plain 100-line script": a 1.2 M-parameter CNN at 64 px with a
 stride-2 stem, channels-last; an age head that is a softmax over 0-116 trained against a Gaussian
@@ -39,14 +40,14 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class Net(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, width: int = 64, stem_width: int = 32) -> None:
         super().__init__()
-        widths = [32, 64, 128, 256]
+        widths = [stem_width, width, 2 * width, 4 * width]
         layers = [conv(3, widths[0], 2)]  # 64 -> 32 px at once: the later layers are cheap
         for cin, cout in zip(widths, widths[1:], strict=False):
             layers += [conv(cin, cout, 2), conv(cout, cout)]
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.age, self.gender, self.race = (nn.Linear(256, n) for n in (117, 2, 5))
+        self.age, self.gender, self.race = (nn.Linear(widths[-1], n) for n in (117, 2, 5))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.features(x)
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--width", type=int, default=64, help="first stage's channels")
+    parser.add_argument("--stem-width", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = args.out or Path("outputs/bare_script") / f"bare_seed{args.seed}"
+    name = f"bare_seed{args.seed}" if args.width == 64 else f"bare_w{args.width}_seed{args.seed}"
+    out = args.out or Path("outputs/bare_script") / name
     out.mkdir(parents=True, exist_ok=True)
 
     data = UTKFaceDataModule(archive=args.archive, data_dir=args.data_dir)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         for s, t in split.items()
     }
 
-    model = Net().to(memory_format=torch.channels_last)
+    model = Net(args.width, args.stem_width).to(memory_format=torch.channels_last)
     steps = len(images["train"]) // args.batch
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.epochs * steps)
@@ -172,9 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     params = sum(p.numel() for p in model.parameters())
     row = {
-        "backbone": "bare script",
+        "backbone": "bare script" if args.width == 64 else f"bare script, width {args.width}",
         "pretrained": False,
         "epochs": args.epochs,
+        "width": args.width,
         "seed": args.seed,
         "train_time_s": round(train_time),
         "params": params,

@@ -171,6 +171,14 @@ def augmentation_strength(run_dir: Path) -> float | None:
     return OmegaConf.select(OmegaConf.load(path), "data.augment.strength", default=None)
 
 
+def backbone_choice(run_dir: Path, fallback: str) -> str:
+    """The backbone config the run chose (``cnn_3stage_narrow``, not the builder's ``cnn``)."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return fallback
+    return OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices.backbone") or fallback
+
+
 def final_section(run_dirs: list[Path]) -> str:
     """Test results of the final runs: a headline row each, then each run's group table."""
     rows = []
@@ -180,11 +188,12 @@ def final_section(run_dirs: list[Path]) -> str:
         rows.append(
             {
                 "run": run.name,
-                "backbone": result["backbone"],
+                "backbone": backbone_choice(run, result["backbone"]),
                 "pretrained": bool(result["pretrained"]),
                 "epochs": int(result["epochs"]),
                 "augmentation strength": augmentation_strength(run),
                 "train time (s)": int(result["train_time_s"]),
+                "threads": int(result["threads"]),
                 "params": int(result["params"]),
                 **split_scores(run, "test"),
                 "baseline MAE (train mean)": metrics["baseline_age_mae_train_mean"],
