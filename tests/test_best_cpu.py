@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
 
 from agefair.complexity import count_params
-from agefair.models.backbones import create_backbone
 from agefair.models.base import race_class_weights
 from agefair.models.multitask import MultiTaskNet
 from tests.conftest import REPO, load_script, run_module
-from tests.test_train import TINY
+from tests.test_train import TINY, compose_train
 
 
 def test_race_class_weights_follow_the_power_and_average_one():
@@ -96,15 +95,13 @@ def load_bare_script():
     return load_script("experiments/best_cpu/bare_script.py", "best_cpu_bare_script")
 
 
-def test_bare_script_network_and_augmentation():
+def test_bare_script_network_and_augmentation(tmp_path):
     bare = load_bare_script()
     net = bare.Net()
     assert 1.1e6 < sum(p.numel() for p in net.parameters()) < 1.3e6  # "a 1.2 M-parameter CNN"
     # At --width 48 --stem-width 24 it is agefair's default network, head for head.
-    narrow = OmegaConf.load(REPO / "conf" / "backbone" / "cnn_3stage_narrow.yaml")
-    ours = MultiTaskNet(create_backbone("cnn", depth=3, width=48, stem_width=24, residual=False))
-    assert (narrow.width, narrow.stem_width) == (48, 24)
-    assert count_params(bare.Net(48, 24)) == count_params(ours)
+    default = MultiTaskNet(instantiate(compose_train([], tmp_path).backbone))
+    assert count_params(bare.Net(48, 24)) == count_params(default)
     images = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     x = bare.to_input(images)
     assert x.shape == (5, 3, 64, 64) and x.min() >= -1 and x.max() <= 1
