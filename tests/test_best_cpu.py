@@ -144,3 +144,32 @@ def test_bare_script_runs_on_agefairs_split_and_joins_the_report(tmp_path, tiny_
     readme.write_text("<!-- final:start -->\n<!-- final:end -->\n")
     load_report_script().main(["--final", str(out), "--readme", str(readme)])
     assert "| bare | bare script | False | 2 |" in readme.read_text()
+
+
+def test_report_averages_test_time_view_settings_over_runs(tmp_path):
+    """experiments/best_cpu/tta.py's files, one per run, become one table: mean ± sd per setting."""
+    runs = []
+    for i, (mae, gender) in enumerate([(5.0, 0.90), (5.2, 0.94)]):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        pd.DataFrame(
+            {
+                "views": ["mirror", "mirror, zooms 0.94 and 1.06"],
+                "passes": [2, 6],
+                "faces": [100, 100],
+                "age_mae": [mae, mae - 0.1],
+                "gender_acc": [gender, gender],
+                "race_acc": [0.8, 0.8],
+                "framed_age_mae": [6.0, 5.9],
+                "framed_gender_acc": [0.9, 0.9],
+                "framed_race_acc": [0.7, 0.7],
+            }
+        ).to_csv(run / "tta_val.csv", index=False)
+        runs.append(run)
+    readme = tmp_path / "README.md"
+    shutil.copy(REPO / "experiments" / "best_cpu" / "README.md", readme)
+    load_report_script().main(["--tta", *map(str, runs), "--readme", str(readme)])
+    text = readme.read_text()
+    assert "| mirror | 2 | 5.10 ± 0.14 | 92.0 ± 2.8 | 80.0 ± 0.0 | 6.00 ± 0.00 |" in text
+    assert "| mirror, zooms 0.94 and 1.06 | 6 | 5.00 ± 0.14 |" in text
+    assert "100 seeded faces per run" in text and "2 runs" in text

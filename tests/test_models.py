@@ -10,6 +10,7 @@ from agefair.models.heads import AGE_HEADS, create_age_head
 from agefair.models.joint import JointModule, JointNet
 from agefair.models.multitask import MultiTaskModule, MultiTaskNet
 from agefair.models.separate import SeparateModule
+from agefair.models.tta import views, zoom
 
 
 def batch(n: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
@@ -130,6 +131,47 @@ def test_system_outputs_and_loss(name):
     assert pred["age"].shape == (4,)
     torch.testing.assert_close(pred["gender_p"].sum(-1), torch.ones(4))
     torch.testing.assert_close(pred["race_p"].sum(-1), torch.ones(4))
+
+
+def test_zoom_keeps_the_size_and_scales_about_the_centre():
+    # a centred bright square, 16 px wide in a 32-px image
+    images = torch.zeros(2, 3, 32, 32)
+    images[..., 8:24, 8:24] = 1.0
+
+    def width(x: torch.Tensor) -> float:
+        return float((x[0, 0, 16] > 0.5).sum())
+
+    closer, farther = zoom(images, 1.25), zoom(images, 0.75)
+    assert closer.shape == farther.shape == images.shape
+    assert width(closer) == 20 and width(farther) == 12
+    # still centred: the profile is symmetric about the middle
+    torch.testing.assert_close(closer, closer.flip(-1))
+    torch.testing.assert_close(zoom(images, 1.0), images)
+    with pytest.raises(ValueError, match="positive"):
+        zoom(images, 0.0)
+
+
+def test_views_are_the_batch_its_zooms_and_their_mirrors():
+    images = torch.rand(2, 3, 16, 16)
+    every = list(views(images, flip=True, scales=(1.1, 0.9)))
+    assert len(every) == 6 and every[0] is images
+    torch.testing.assert_close(every[1], images.flip(-1))
+    torch.testing.assert_close(every[3], zoom(images, 1.1).flip(-1))
+    assert len(list(views(images, flip=False, scales=()))) == 1
+
+
+def test_infer_averages_every_view():
+    model = MultiTaskModule(MultiTaskNet(create_backbone("tiny")), tta_scales=(1.1, 0.9)).eval()
+    images = batch()["image"]
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0]))
+    pred = model.infer(images)
+    assert len(calls) == 6
+    by_hand = torch.stack([model(v)["age"] for v in views(images, True, (1.1, 0.9))]).mean(0)
+    torch.testing.assert_close(pred["age"], by_hand)
+    calls.clear()
+    model.infer(images, tta_flip=False, tta_scales=())
+    assert len(calls) == 1
 
 
 def test_separate_networks_share_nothing():

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from agefair.callbacks import ProgressiveResize
 from agefair.checkpoint import CheckpointError, load_system
 from agefair.models.backbones import create_backbone
+from agefair.models.base import AgeFairModule
 from agefair.train import build_system, fit_and_test
 from tests.conftest import CORRUPT_NAME, REPO
 from tests.test_train import TINY, compose_train
@@ -198,3 +200,40 @@ def test_narrow_pointwise_convolutions_stay_nchw(width, nhwc, tmp_path, tiny_arc
         out = system(images)
         sum(v.float().sum() for v in out.values()).backward()
     assert images.is_contiguous(memory_format=torch.channels_last) is nhwc
+
+
+def test_progressive_resize_trains_small_then_full_size(tmp_path, tiny_archive, monkeypatch):
+    """The ablation's first half of epochs sees downscaled images; later epochs, validation
+    and tests see the full size."""
+    seen: dict[str, set] = {"train": set(), "eval": set()}
+    train_forward, eval_step = AgeFairModule.training_forward, AgeFairModule._eval_step
+
+    def record_train(self, batch):
+        seen["train"].add((self.current_epoch, batch["image"].shape[-1]))
+        return train_forward(self, batch)
+
+    def record_eval(self, split, batch):
+        seen["eval"].add(batch["image"].shape[-1])
+        return eval_step(self, split, batch)
+
+    monkeypatch.setattr(AgeFairModule, "training_forward", record_train)
+    monkeypatch.setattr(AgeFairModule, "_eval_step", record_eval)
+    cfg = compose_train(
+        overrides(
+            tmp_path,
+            tiny_archive,
+            "ablation=progressive_resize",
+            "trainer.max_epochs=4",
+            "callbacks.progressive_resize.size=16",
+        ),
+        tmp_path,
+    )
+    assert fit_and_test(cfg)["status"] == "ok"
+    assert seen["train"] == {(0, 16), (1, 16), (2, 32), (3, 32)}
+    assert seen["eval"] == {32}
+
+
+@pytest.mark.parametrize("size, share", [(4, 0.5), (48, 1.5), (48, -0.1)])
+def test_progressive_resize_rejects_bad_settings(size, share):
+    with pytest.raises(ValueError, match="size >= 8 and 0 <= share <= 1"):
+        ProgressiveResize(size=size, share=share)

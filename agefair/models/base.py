@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -24,6 +26,7 @@ from agefair.data.utkface import RACES
 from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
 from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
+from agefair.models.tta import views
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,10 @@ class AgeFairModule(pl.LightningModule):
         warmup: share of steps spent warming up (``onecycle``).
         loss_weights: weight of each task's loss in the total.
         tta_flip: average predictions over the image and its mirror at evaluation.
+        tta_scales: also average over the image zoomed by each of these factors (1.06 a little
+            closer, 0.94 a little farther), each with its mirror if ``tta_flip``. Used by tests,
+            evaluation and inference; the validation epochs of a fit keep to the flip, since
+            their cost counts against the training budget.
         channels_last: NHWC memory layout, faster for small CNNs on CPU.
         backbone_lr_factor: learning rate of the backbone relative to ``lr`` (below 1 when
             fine-tuning a pretrained backbone).
@@ -97,6 +104,7 @@ class AgeFairModule(pl.LightningModule):
         warmup: float = 0.15,
         loss_weights: dict[str, float] | None = None,
         tta_flip: bool = True,
+        tta_scales: Sequence[float] = (),
         channels_last: bool = True,
         backbone_lr_factor: float = 1.0,
         freeze_backbone_epochs: int = 0,
@@ -161,26 +169,39 @@ class AgeFairModule(pl.LightningModule):
         return images
 
     @torch.no_grad()
-    def infer(self, images: torch.Tensor, tta_flip: bool | None = None) -> dict[str, torch.Tensor]:
+    def infer(
+        self,
+        images: torch.Tensor,
+        tta_flip: bool | None = None,
+        tta_scales: Sequence[float] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Predictions in the units people read: ``age`` (years), ``age_sd`` where the head has
         a spread, ``gender_p`` and ``race_p`` probabilities."""
         images = self._prepare(images)
-        return self._readable(self(images), images, tta_flip)
+        return self._readable(self(images), images, tta_flip, tta_scales)
 
     def _readable(
-        self, out: dict[str, torch.Tensor], images: torch.Tensor, tta_flip: bool | None = None
+        self,
+        out: dict[str, torch.Tensor],
+        images: torch.Tensor,
+        tta_flip: bool | None = None,
+        tta_scales: Sequence[float] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Raw outputs to readable predictions, averaged with the mirror image if asked."""
-        views = [out]
-        if self.hparams.tta_flip if tta_flip is None else tta_flip:
-            views.append(self(images.flip(-1)))
+        """Raw outputs to readable predictions, averaged over the test-time views asked for
+        (the system's own ``tta_flip`` and ``tta_scales`` unless given); ``out`` is the
+        output on ``images`` themselves, the first view."""
+        flip = self.hparams.tta_flip if tta_flip is None else tta_flip
+        scales = self.hparams.tta_scales if tta_scales is None else tta_scales
+        batch_views = views(images, flip, tuple(scales))
+        next(batch_views)  # the images themselves: ``out``
+        outputs = [out, *(self(self._prepare(view)) for view in batch_views)]
         res: dict[str, torch.Tensor] = {}
-        for view in views:
+        for view in outputs:
             parts = {"age": view["age"].float(), **probabilities(view)}
             if "age_sd" in view:
                 parts["age_sd"] = view["age_sd"].float()
             for k, v in parts.items():
-                res[k] = res[k] + v / len(views) if k in res else v / len(views)
+                res[k] = res[k] + v / len(outputs) if k in res else v / len(outputs)
         return res
 
     def setup(self, stage: str) -> None:
@@ -234,7 +255,9 @@ class AgeFairModule(pl.LightningModule):
         images = self._prepare(batch["image"])
         out = self(images)
         self.eval_loss[split].update(self.compute_loss(out, batch)["loss"].detach())
-        pred = self._readable(out, images)
+        # Validation inside a fit keeps to the flip: its cost counts against the training budget.
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        pred = self._readable(out, images, tta_scales=() if fitting else None)
         self.split_metrics(split).update(pred, batch)
         self.predictions[split].append(prediction_frame(batch, pred))
 

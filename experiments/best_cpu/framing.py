@@ -32,8 +32,11 @@ def crop_framing_study() -> SimpleNamespace:
     return SimpleNamespace(**runpy.run_path(str(path), run_name="crop_framing_study"))
 
 
-def score_run(run_dir: Path, yunet: Path, n: int, seed: int = 0) -> pd.DataFrame:
-    """The aligned-crop row and the tilted detector-framed row for one run's checkpoint."""
+def score_run(
+    run_dir: Path, yunet: Path, n: int, seed: int = 0, tta: dict | None = None
+) -> pd.DataFrame:
+    """The aligned-crop row and the tilted detector-framed row for one run's checkpoint;
+    ``tta`` (``tta_flip``, ``tta_scales``) replaces the checkpoint's test-time views."""
     from agefair.detect import create_detector
     from agefair.predict import Predictor, run_checkpoint
 
@@ -41,6 +44,7 @@ def score_run(run_dir: Path, yunet: Path, n: int, seed: int = 0) -> pd.DataFrame
     ckpt = run_checkpoint(run_dir)
     faces, labels, _ = study.load_faces(ckpt, "val", n, seed=seed)
     predictor = Predictor.from_checkpoint(ckpt, detector=create_detector("yunet", model_path=yunet))
+    predictor.model.hparams.update(tta or {})
     layouts = [study.Layout(600, 200, tilt=20)]
     table = study.study(predictor, faces, labels, layouts=layouts, surrounds=["continued"])
     table.insert(0, "checkpoint", ckpt.name)

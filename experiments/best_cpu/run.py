@@ -59,6 +59,40 @@ FRAMED_SCORES = {
 }
 
 
+#: Where experiments/best_cpu/tta.py leaves a run's scores under each set of test-time views.
+TTA_FILE = "tta_val.csv"
+
+
+def tta_section(run_dirs: list[Path]) -> str:
+    """Mean ± sd over the runs of each test-time view setting's validation scores."""
+    tables = [pd.read_csv(run / TTA_FILE) for run in run_dirs]
+    scores = pd.concat(tables, ignore_index=True)
+    for col in scores.columns:
+        if col.endswith("_acc"):
+            scores[col] = scores[col] * 100
+    names = {
+        "age_mae": "age MAE",
+        "gender_acc": "gender acc",
+        "race_acc": "race acc",
+        "framed_age_mae": "framed age MAE",
+        "framed_gender_acc": "framed gender acc",
+        "framed_race_acc": "framed race acc",
+    }
+    grouped = scores.groupby("views", sort=False)
+    table = grouped[["passes"]].first().reset_index()
+    for col, name in names.items():
+        digits = 2 if "MAE" in name else 1
+        mean, sd = grouped[col].mean(), grouped[col].std()
+        table[name] = [mean_sd(m, s, digits) for m, s in zip(mean, sd, strict=True)]
+    runs = ", ".join(f"`{run}`" for run in run_dirs)
+    line = (
+        f"Validation split, {int(tables[0]['faces'].iloc[0])} seeded faces per run, mean ± sd over "
+        f"{len(run_dirs)} runs of the default recipe ({runs}); accuracies in %; passes: forward "
+        "passes per face."
+    )
+    return f"{line}\n\n{to_markdown(table)}"
+
+
 def framed_scores(run_dir: Path) -> dict[str, float]:
     """The run's scores on detector-framed validation faces; NaN where it was not scored."""
     path = run_dir / FRAMING_FILE
@@ -131,15 +165,15 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
         pct = "MAE" not in col and col != "train time (s)"
         scale = 100 if pct else 1
         digits = 0 if col == "train time (s)" else (1 if pct else 2)
-        out[col] = [
-            "–"
-            if pd.isna(m)
-            else f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
-            if pd.notna(s)
-            else f"{m * scale:.{digits}f}"
-            for m, s in zip(mean, sd, strict=True)
-        ]
+        out[col] = [mean_sd(m * scale, s * scale, digits) for m, s in zip(mean, sd, strict=True)]
     return out.reset_index()
+
+
+def mean_sd(mean: float, sd: float, digits: int) -> str:
+    """``mean ± sd``; the mean alone for a single run, a dash for none."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if pd.notna(sd) else f"{mean:.{digits}f}"
 
 
 def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
@@ -249,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
         "--ablation", type=Path, nargs="*", default=[], help="ablation multirun folders"
     )
     parser.add_argument("--final", type=Path, nargs="*", default=[], help="final run folders")
+    parser.add_argument(
+        "--tta", type=Path, nargs="*", default=[], help="run folders scored by tta.py"
+    )
     parser.add_argument("--readme", type=Path, default=README, help="report to write into")
     args = parser.parse_args(argv)
     results = args.readme.parent / "results"
@@ -260,6 +297,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         section = "\n\n".join(f"{b}\n\n{to_markdown(t)}" for t, b in tables)
         replace_section(args.readme, "ablation", section)
+        print(section)
+    if args.tta:
+        section = tta_section(args.tta)
+        replace_section(args.readme, "tta", section)
         print(section)
     if args.final:
         plot_curves(args.final, results / "learning_curves.png")

@@ -448,7 +448,8 @@ def load_faces(
     cfg.data.archive = os.environ.get("UTKFACE_ARCHIVE", cfg.data.archive)
     dm = build_datamodule(cfg, model)
     dm.prepare_data()
-    table = dm.split_table(split).sample(n=n, random_state=seed)
+    table = dm.split_table(split)
+    table = table.sample(n=min(n, len(table)), random_state=seed)
     root = dm.prepared.image_root
     files = [root / f for f in table["file"]]
     faces = [np.asarray(Image.open(f).convert("RGB")) for f in files]

@@ -1,0 +1,73 @@
+"""Scores runs on validation faces under each set of test-time views.
+
+    python experiments/best_cpu/tta.py outputs/train/runs/<time> outputs/ablation_full/m/0 ...
+
+Each run's best checkpoint predicts ``--n`` seeded validation faces, as aligned crops and tilted
+in larger pictures, found and cropped by the face detector (framing.py's layout), once per
+setting of ``SETTINGS``: no extra view, the mirror, the mirror and two zooms. A system's default
+views (``tta_flip``, ``tta_scales`` of conf/model/) are chosen from these scores, on the
+validation split. The table goes to ``tta_val.csv`` in each run folder, which the report reads;
+runs that have one are skipped unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+from framing import score_run  # this folder's detector-framing scorer
+from run import TTA_FILE  # this folder's report script, which reads what this writes
+from tqdm import tqdm
+
+#: Test-time views, by name: the mirror (``tta_flip``) and zoom factors (``tta_scales``).
+SETTINGS = {
+    "none": {"tta_flip": False, "tta_scales": ()},
+    "mirror": {"tta_flip": True, "tta_scales": ()},
+    "mirror, zooms 0.97 and 1.03": {"tta_flip": True, "tta_scales": (0.97, 1.03)},
+    "mirror, zooms 0.94 and 1.06": {"tta_flip": True, "tta_scales": (0.94, 1.06)},
+}
+
+
+def score_settings(run_dir: Path, yunet: Path, n: int) -> pd.DataFrame:
+    """One row per setting: its scores on aligned crops and on detector-framed faces."""
+    rows = []
+    for name, tta in SETTINGS.items():
+        aligned, framed = score_run(run_dir, yunet, n, tta=tta).iloc[:2].to_dict("records")
+        rows.append(
+            {
+                "views": name,
+                "passes": (1 + len(tta["tta_scales"])) * (2 if tta["tta_flip"] else 1),
+                "faces": aligned["faces"],
+                **{k: aligned[k] for k in ("age_mae", "gender_acc", "race_acc")},
+                **{f"framed_{k}": framed[k] for k in ("age_mae", "gender_acc", "race_acc")},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders")
+    parser.add_argument("--n", type=int, default=2000, help="validation faces per run")
+    parser.add_argument(
+        "--yunet", type=Path, default=None, help="YuNet model (default: $AGEFAIR_YUNET_MODEL)"
+    )
+    parser.add_argument("--force", action="store_true", help="rescore runs already scored")
+    args = parser.parse_args(argv)
+    from agefair.detect import resolve_yunet_model
+
+    yunet = resolve_yunet_model(args.yunet)  # fails before any work, saying where to put it
+    torch.set_num_threads(1)  # one run at a time per core; more threads only contend
+    for run_dir in tqdm(args.runs, desc="runs", unit="run"):
+        out = run_dir / TTA_FILE
+        if out.is_file() and not args.force:
+            continue
+        table = score_settings(run_dir, yunet, args.n)
+        table.to_csv(out, index=False)
+        tqdm.write(f"{run_dir}:\n{table.to_string(index=False)}")
+
+
+if __name__ == "__main__":
+    main()
