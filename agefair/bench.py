@@ -5,7 +5,8 @@
 
 Measures images/second of (a) decoding JPEGs + augmentation every time, (b) augmentation from the
 decoded cache, (c) the bare train step of the model on ready-made tensors (the ceiling), (d) the
-full Lightning training loop, and inference at batch 1 and 64; and, for a 1-megapixel photo with
+full Lightning training loop, and inference at batch 1 and 64 (one forward pass, and the
+system's prediction with its test-time views); and, for a 1-megapixel photo with
 one face, the time of each prediction stage and of the whole request through the web server.
 Figures move by +-20% between runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken
 in one run, are what to compare; (c) and (d) are measured in alternating blocks (``bench.repeats``
@@ -88,6 +89,19 @@ def bench_model_step(model, batch: dict, steps: int, warmup: int, precision: str
     for _ in range(steps):
         step()
     return _rate(steps * len(images), time.perf_counter() - start)
+
+
+@torch.no_grad()
+def bench_predict(model, img_size: int, batch_size: int, repeats: int, warmup: int = 3) -> float:
+    """Images/s of ``infer``, the system's test-time views included, as tests and the app run."""
+    model.eval()
+    images = torch.rand(batch_size, 3, img_size, img_size)
+    for _ in range(warmup):
+        model.infer(images)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.infer(images)
+    return _rate(repeats * batch_size, time.perf_counter() - start)
 
 
 class _LoopTimer(pl.Callback):
@@ -238,6 +252,10 @@ def main(cfg: DictConfig) -> None:
     loop_over_step = [round(lo / st, 2) for lo, st in zip(loops, steps, strict=True)]
     img = cfg.data.img_size
     costs = measure_complexity(model, (3, img, img))
+    predict = {
+        f"predict_b{n}_img_s": round(bench_predict(model, img, n, repeats), 1)
+        for n, repeats in ((1, 200), (64, 20))
+    }
     photo = bench_photo_request(model, cfg, b.photo_repeats)
 
     result = {
@@ -252,6 +270,10 @@ def main(cfg: DictConfig) -> None:
         "decode_over_step": round(decode / step, 2),
         "infer_b1_img_s": round(1000 / costs["latency_ms_b1"], 1),
         "infer_b64_img_s": costs["images_per_s_b64"],
+        # the same with the system's test-time views (the mirror, zooms), as tests and the app
+        **predict,
+        "test_time_views": (1 + len(model.hparams.tta_scales))
+        * (2 if model.hparams.tta_flip else 1),
         "model": OmegaConf.select(cfg, "model._target_"),
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "params": costs["params"],

@@ -32,3 +32,6 @@ def test_bench_reports_medians_of_alternating_blocks(tmp_path, tiny_archive):
     for key in ("decode_img_s", "cached_img_s", "model_step_img_s", "loop_img_s"):
         assert result[key] > 0
     assert "photo_request_ms" not in result  # no photo requests asked for
+    # the default system's test-time views: the face and two zooms, each with its mirror
+    assert result["test_time_views"] == 6
+    assert 0 < result["predict_b64_img_s"] < result["infer_b64_img_s"]

@@ -81,7 +81,7 @@ def trained_run(tmp_path_factory, tiny_archive) -> Path:
 def test_evaluate_reproduces_training_test_metrics(trained_run, tiny_archive):
     run = trained_run / "run"
     ckpt = pd.read_csv(run / "results.csv").iloc[0]["checkpoint"]
-    printed, _ = evaluate_cli(
+    printed, log = evaluate_cli(
         f"ckpt_path={ckpt}",
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={trained_run / 'data'}",
@@ -93,6 +93,18 @@ def test_evaluate_reproduces_training_test_metrics(trained_run, tiny_archive):
         assert printed[key] == pytest.approx(trained[key], abs=1e-4), key
     for name in ("groups_test.csv", "confusion_gender_test.png", "confusion_race_test.png"):
         assert (trained_run / "eval" / name).is_file()
+    assert "Test-time views: mirror on, zooms [0.94, 1.06]" in log
+
+    one_view, log = evaluate_cli(
+        f"ckpt_path={ckpt}",
+        f"paths.archive={tiny_archive}",
+        f"paths.data_dir={trained_run / 'data'}",
+        f"hydra.run.dir={trained_run / 'eval_one_view'}",
+        "tta_flip=false",
+        "tta_scales=[]",
+    )
+    assert "Test-time views: mirror off, zooms none" in log
+    assert one_view["age_mae"] != pytest.approx(printed["age_mae"], abs=1e-4)
 
 
 @pytest.mark.slow
