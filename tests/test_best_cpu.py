@@ -88,6 +88,8 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     assert "| Others White" not in text and "| White female |" in text
     # The final table names the backbone config the run chose and its torch threads.
     assert f"| {member.name} | tiny | False | 2 |" in text and "| threads |" in text
+    # ... and the views it averages per test face (the default multitask system's)
+    assert "| test-time views |" in text and "| mirror, 2 zooms |" in text
     assert (readme.parent / "results" / "learning_curves.png").stat().st_size > 0
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 import torch
+from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from agefair.data.transforms import (
@@ -76,6 +78,18 @@ def test_tensor_is_the_normalised_picture(image):
     preset = build_transform("filter", 64, name="sepia", mean=(0.0,) * 3, std=(1.0,) * 3)
     expected = torch.from_numpy(preset.pixels(image)).permute(2, 0, 1).float() / 255
     assert torch.allclose(preset(image), expected, atol=1e-6)
+
+
+def test_tensor_matches_albumentations_normalisation(image):
+    """The fast normalisation gives albumentations' Normalize + ToTensorV2, any mean and std."""
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    preset = build_transform("eval", 48, mean=mean, std=std)
+    reference = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])
+    expected = reference(image=preset.pixels(image))["image"]
+    out = preset(image)
+    assert out.is_contiguous() and out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
 def test_pixels_is_a_copy_even_when_nothing_changes(image):

@@ -37,7 +37,6 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 
 __all__ = [
     "FACE_FRACTIONS",
@@ -140,9 +139,9 @@ class Preset:
     ) -> None:
         self.img_size = _check_size(img_size, "img_size")
         self.mean, self.std = _check_stats(mean, "mean"), _check_stats(std, "std")
-        self._tensor = A.Compose(
-            [A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0), ToTensorV2()]
-        )
+        # Per channel, on the 0..255 scale, shaped for a 3 x H x W array.
+        self._offset = (np.asarray(self.mean, np.float32) * 255)[:, None, None]
+        self._inv_scale = (1 / (np.asarray(self.std, np.float32) * 255))[:, None, None]
         self._pipeline = A.Compose([A.Resize(img_size, img_size, area_for_downscale="image")])
 
     def _set_pipeline(self, ops: list[A.BasicTransform]) -> None:
@@ -167,7 +166,13 @@ class Preset:
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """The model input: float32 ``3 x img_size x img_size``, normalised with mean and std."""
-        return self._tensor(image=self._run(image))["image"]
+        # Transposed while still uint8, then normalised in place: the same numbers as
+        # albumentations' Normalize + ToTensorV2 at a quarter of the cost, which matters
+        # because the training loop runs this for every image of every epoch.
+        chw = np.ascontiguousarray(self._run(image).transpose(2, 0, 1)).astype(np.float32)
+        chw -= self._offset
+        chw *= self._inv_scale
+        return torch.from_numpy(chw)
 
     def _describe(self) -> dict[str, Any]:
         return {}

@@ -197,12 +197,27 @@ def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def saved_config(run_dir: Path):
+    """The run's saved Hydra config; None for runs without one (the bare script)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
 def augmentation_strength(run_dir: Path) -> float | None:
     """The run's ``data.augment.strength``, from its saved Hydra config (None if absent)."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
+    cfg = saved_config(run_dir)
+    return None if cfg is None else OmegaConf.select(cfg, "data.augment.strength", default=None)
+
+
+def test_time_views(run_dir: Path) -> str | None:
+    """What the run averages per test face besides the face itself: ``mirror, 2 zooms``."""
+    cfg = saved_config(run_dir)
+    if cfg is None:
         return None
-    return OmegaConf.select(OmegaConf.load(path), "data.augment.strength", default=None)
+    flip = OmegaConf.select(cfg, "model.tta_flip", default=True)
+    zooms = len(OmegaConf.select(cfg, "model.tta_scales", default=None) or [])
+    parts = (["mirror"] if flip else []) + ([f"{zooms} zooms"] if zooms else [])
+    return ", ".join(parts) or "none"
 
 
 def backbone_choice(run_dir: Path, fallback: str) -> str:
@@ -226,6 +241,7 @@ def final_section(run_dirs: list[Path]) -> str:
                 "pretrained": bool(result["pretrained"]),
                 "epochs": int(result["epochs"]),
                 "augmentation strength": augmentation_strength(run),
+                "test-time views": test_time_views(run),
                 "train time (s)": int(result["train_time_s"]),
                 "threads": int(result["threads"]),
                 "params": int(result["params"]),
