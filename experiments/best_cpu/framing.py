@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import runpy
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -51,10 +52,19 @@ def score_run(
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def score_each_run(
+    argv: list[str] | None,
+    doc: str,
+    out_name: str,
+    score: Callable[[Path, Path, int], pd.DataFrame],
+    default_n: int,
+) -> Iterator[tuple[Path, pd.DataFrame]]:
+    """The command line of a scorer of runs: parses ``argv``, then for each run folder not yet
+    scored (or all with ``--force``) writes ``score(run, yunet, n)`` to ``out_name`` in it and
+    yields the run and its table."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="run folders")
-    parser.add_argument("--n", type=int, default=1000, help="validation faces per run")
+    parser.add_argument("--n", type=int, default=default_n, help="validation faces per run")
     parser.add_argument(
         "--yunet", type=Path, default=None, help="YuNet model (default: $AGEFAIR_YUNET_MODEL)"
     )
@@ -65,11 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     yunet = resolve_yunet_model(args.yunet)  # fails before any work, saying where to put it
     torch.set_num_threads(1)  # one run at a time per core; more threads only contend
     for run_dir in tqdm(args.runs, desc="runs", unit="run"):
-        out = run_dir / FRAMING_FILE
+        out = run_dir / out_name
         if out.is_file() and not args.force:
             continue
-        table = score_run(run_dir, yunet, args.n)
+        table = score(run_dir, yunet, args.n)
         table.to_csv(out, index=False)
+        yield run_dir, table
+
+
+def main(argv: list[str] | None = None) -> None:
+    for run_dir, table in score_each_run(argv, __doc__, FRAMING_FILE, score_run, 1000):
         row = table.iloc[1]
         tqdm.write(
             f"{run_dir}: tilted, detector-framed vs aligned: age {row['d_age_mae']:+.2f} y, "

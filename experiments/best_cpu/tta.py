@@ -12,12 +12,10 @@ runs that have one are skipped unless ``--force``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
-import torch
-from framing import score_run  # this folder's detector-framing scorer
+from framing import score_each_run, score_run  # this folder's detector-framing scorer
 from run import TTA_FILE  # this folder's report script, which reads what this writes
 from tqdm import tqdm
 
@@ -48,24 +46,7 @@ def score_settings(run_dir: Path, yunet: Path, n: int) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, nargs="+", help="run folders")
-    parser.add_argument("--n", type=int, default=2000, help="validation faces per run")
-    parser.add_argument(
-        "--yunet", type=Path, default=None, help="YuNet model (default: $AGEFAIR_YUNET_MODEL)"
-    )
-    parser.add_argument("--force", action="store_true", help="rescore runs already scored")
-    args = parser.parse_args(argv)
-    from agefair.detect import resolve_yunet_model
-
-    yunet = resolve_yunet_model(args.yunet)  # fails before any work, saying where to put it
-    torch.set_num_threads(1)  # one run at a time per core; more threads only contend
-    for run_dir in tqdm(args.runs, desc="runs", unit="run"):
-        out = run_dir / TTA_FILE
-        if out.is_file() and not args.force:
-            continue
-        table = score_settings(run_dir, yunet, args.n)
-        table.to_csv(out, index=False)
+    for run_dir, table in score_each_run(argv, __doc__, TTA_FILE, score_settings, 2000):
         tqdm.write(f"{run_dir}:\n{table.to_string(index=False)}")
 
 

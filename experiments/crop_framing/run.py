@@ -446,6 +446,10 @@ def load_faces(
     """``n`` random faces of a split of the checkpoint's data set, their labels and files."""
     model, cfg = load_system(ckpt)
     cfg.data.archive = os.environ.get("UTKFACE_ARCHIVE", cfg.data.archive)
+    # A relative data folder was relative to the repository root the run started in; resolved
+    # here from the script's folder instead, it would extract the data set in the wrong place.
+    if not Path(cfg.data.data_dir).is_absolute():
+        cfg.data.data_dir = str(HERE.parents[1] / cfg.data.data_dir)
     dm = build_datamodule(cfg, model)
     dm.prepare_data()
     table = dm.split_table(split)
