@@ -272,8 +272,7 @@ def main(cfg: DictConfig) -> None:
         "infer_b64_img_s": costs["images_per_s_b64"],
         # the same with the system's test-time views (the mirror, zooms), as tests and the app
         **predict,
-        "test_time_views": (1 + len(model.hparams.tta_scales))
-        * (2 if model.hparams.tta_flip else 1),
+        "test_time_views": model.view_count,
         "model": OmegaConf.select(cfg, "model._target_"),
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "params": costs["params"],

@@ -131,21 +131,13 @@ def load_for_evaluation(cfg: DictConfig) -> tuple[AgeFairModule, DictConfig, Any
     data (``paths.archive``, ``paths.data_dir``) with the evaluation's batch size and workers."""
     model, train_cfg = load_system(cfg.ckpt_path, cfg.get("expect_system"))
     point_at_local_data(train_cfg, cfg)
-    use_views(model, cfg.get("tta_flip"), cfg.get("tta_scales"))
-    return model, train_cfg, build_datamodule(train_cfg, model)
-
-
-def use_views(model: AgeFairModule, flip: bool | None, scales: Any | None) -> None:
-    """Sets the test-time views the system averages, where given (``None`` keeps its own)."""
-    if flip is not None:
-        model.hparams.tta_flip = bool(flip)
-    if scales is not None:
-        model.hparams.tta_scales = tuple(float(s) for s in scales)
+    model.use_views(cfg.get("tta_flip"), cfg.get("tta_scales"))
     log.info(
         "Test-time views: mirror %s, zooms %s",
         "on" if model.hparams.tta_flip else "off",
         list(model.hparams.tta_scales) or "none",
     )
+    return model, train_cfg, build_datamodule(train_cfg, model)
 
 
 def point_at_local_data(train_cfg: DictConfig, cfg: DictConfig) -> None:

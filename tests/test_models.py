@@ -172,6 +172,9 @@ def test_infer_averages_every_view():
     calls.clear()
     model.infer(images, tta_flip=False, tta_scales=())
     assert len(calls) == 1
+    assert model.view_count == 6
+    model.use_views(tta_scales=[1.2])  # what `agefair.evaluate tta_scales=[1.2]` does
+    assert model.view_count == 4 and model.hparams.tta_scales == (1.2,)
 
 
 def test_separate_networks_share_nothing():

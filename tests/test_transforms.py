@@ -82,7 +82,6 @@ def test_tensor_is_the_normalised_picture(image):
 
 def test_tensor_matches_albumentations_normalisation(image):
     """The fast normalisation gives albumentations' Normalize + ToTensorV2, any mean and std."""
-
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     preset = build_transform("eval", 48, mean=mean, std=std)
     reference = A.Compose([A.Normalize(mean=mean, std=std), ToTensorV2()])

@@ -26,7 +26,7 @@ from agefair.data.utkface import RACES
 from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
 from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
-from agefair.models.tta import views
+from agefair.models.tta import view_count, views
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,21 @@ class AgeFairModule(pl.LightningModule):
         images = self._prepare(images)
         return self._readable(self(images), images, tta_flip, tta_scales)
 
+    def use_views(
+        self, tta_flip: bool | None = None, tta_scales: Sequence[float] | None = None
+    ) -> None:
+        """Replaces the test-time views this system averages, where given (``None`` keeps
+        them): to score a checkpoint under other views than it was trained with."""
+        if tta_flip is not None:
+            self.hparams.tta_flip = bool(tta_flip)
+        if tta_scales is not None:
+            self.hparams.tta_scales = tuple(float(s) for s in tta_scales)
+
+    @property
+    def view_count(self) -> int:
+        """Forward passes per face at test time."""
+        return view_count(self.hparams.tta_flip, self.hparams.tta_scales)
+
     def _readable(
         self,
         out: dict[str, torch.Tensor],
@@ -255,7 +270,7 @@ class AgeFairModule(pl.LightningModule):
         images = self._prepare(batch["image"])
         out = self(images)
         self.eval_loss[split].update(self.compute_loss(out, batch)["loss"].detach())
-        # Validation inside a fit keeps to the flip: its cost counts against the training budget.
+        # Validation inside a fit keeps to the mirror: its cost counts against the training budget.
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         pred = self._readable(out, images, tta_scales=() if fitting else None)
         self.split_metrics(split).update(pred, batch)

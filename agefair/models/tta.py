@@ -25,6 +25,11 @@ def zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
     return F.pad(scaled, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2), mode="reflect")
 
 
+def view_count(tta_flip: bool, tta_scales: Sequence[float]) -> int:
+    """Forward passes per face: the face and each zoom, each twice with the mirror."""
+    return (1 + len(tta_scales)) * (2 if tta_flip else 1)
+
+
 def views(images: torch.Tensor, flip: bool, scales: Sequence[float]) -> Iterator[torch.Tensor]:
     """The batch as given, each zoom of it by ``scales``, and each of those mirrored if
     ``flip``; the first view is the batch itself."""

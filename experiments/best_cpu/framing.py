@@ -45,7 +45,7 @@ def score_run(
     ckpt = run_checkpoint(run_dir)
     faces, labels, _ = study.load_faces(ckpt, "val", n, seed=seed)
     predictor = Predictor.from_checkpoint(ckpt, detector=create_detector("yunet", model_path=yunet))
-    predictor.model.hparams.update(tta or {})
+    predictor.model.use_views(**(tta or {}))
     layouts = [study.Layout(600, 200, tilt=20)]
     table = study.study(predictor, faces, labels, layouts=layouts, surrounds=["continued"])
     table.insert(0, "checkpoint", ckpt.name)

@@ -19,6 +19,8 @@ from framing import score_each_run, score_run  # this folder's detector-framing 
 from run import TTA_FILE  # this folder's report script, which reads what this writes
 from tqdm import tqdm
 
+from agefair.models.tta import view_count
+
 #: Test-time views, by name: the mirror (``tta_flip``) and zoom factors (``tta_scales``).
 SETTINGS = {
     "none": {"tta_flip": False, "tta_scales": ()},
@@ -36,7 +38,7 @@ def score_settings(run_dir: Path, yunet: Path, n: int) -> pd.DataFrame:
         rows.append(
             {
                 "views": name,
-                "passes": (1 + len(tta["tta_scales"])) * (2 if tta["tta_flip"] else 1),
+                "passes": view_count(**tta),
                 "faces": aligned["faces"],
                 **{k: aligned[k] for k in ("age_mae", "gender_acc", "race_acc")},
                 **{f"framed_{k}": framed[k] for k in ("age_mae", "gender_acc", "race_acc")},
