@@ -84,7 +84,7 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     framed = table[["framed age MAE", "framed gender acc"]]
     assert framed.loc[0].tolist() == ["6.50 ± 0.71", "80.0 ± 0.0"]
     assert framed.loc[1].tolist() == ["–", "–"]  # not scored, not zero
-    assert "2 epochs each at" in table.loc[0, "budget"] and "2 epochs each at" in text
+    assert "2 epochs each, " in table.loc[0, "budget"] and "2 epochs each, " in text
     assert "| Others White" not in text and "| White female |" in text
     # The final table names the backbone config the run chose and its torch threads.
     assert f"| {member.name} | tiny | False | 2 |" in text and "| threads |" in text

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import cv2
@@ -208,7 +207,7 @@ def real_inputs() -> tuple[Path, Path]:
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_detect_crop_predict_stays_within_one_point_of_the_original_crops():
-    """The hardest layout of the study (tilted faces), on 600 test faces, in about a minute.
+    """The hardest layout of the study (tilted faces), on 600 test faces.
 
     The study measures within one point on 1000 faces and every layout (README); 600 faces
     leave about +-0.9 points of chance in an accuracy difference, so this test allows 2 points
@@ -219,21 +218,19 @@ def test_detect_crop_predict_stays_within_one_point_of_the_original_crops():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the study does: on a busy machine more threads only contend
     try:
-        table, elapsed = run_tilted_layout(ckpt, yunet)
+        table = run_tilted_layout(ckpt, yunet)
     finally:
         torch.set_num_threads(threads)
     row = table.iloc[1]
     assert row["found"] >= 598
     assert abs(row["d_gender"]) <= 2 and abs(row["d_race"]) <= 2, table
     assert row["d_age_mae"] <= 0.3, table
-    assert elapsed < 120, f"took {elapsed:.0f} s"
 
 
 def run_tilted_layout(ckpt: Path, yunet: Path):
-    """The study's tilted layout on 600 test faces; the table and the seconds it took."""
-    start = time.perf_counter()
+    """The study's tilted layout on 600 test faces: the table of its differences."""
     faces, labels, _ = study.load_faces(ckpt, "test", 600, seed=0)
     predictor = Predictor.from_checkpoint(ckpt, detector=create_detector("yunet", model_path=yunet))
     layouts = [study.Layout(600, 200, tilt=20)]
     table = study.study(predictor, faces, labels, layouts=layouts, surrounds=["continued"])
-    return table, time.perf_counter() - start
+    return table

@@ -16,6 +16,7 @@ from agefair.callbacks import ProgressiveResize
 from agefair.checkpoint import CheckpointError, load_system
 from agefair.models.backbones import create_backbone
 from agefair.models.base import AgeFairModule
+from agefair.models.heads import ExpectationAgeHead
 from agefair.train import build_system, fit_and_test
 from tests.conftest import CORRUPT_NAME, REPO
 from tests.test_train import TINY, compose_train
@@ -49,6 +50,21 @@ def test_fast_dev_run_every_age_head(head, tmp_path, tiny_archive):
         tmp_path,
     )
     assert fit_and_test(cfg)["age_head"] == head
+
+
+def test_label_distribution_widens_with_age_when_asked():
+    ages = torch.tensor([10, 40, 70])
+    fixed = ExpectationAgeHead(8, sigma=2.0, sigma_per_year=0.0).label_distribution(ages)
+    widening = ExpectationAgeHead(8, sigma=2.0, sigma_per_year=0.05).label_distribution(ages)
+    values = torch.arange(fixed.shape[1], dtype=torch.float32)
+    for target in (fixed, widening):
+        assert torch.allclose(target.sum(-1), torch.ones(3))
+        assert target.argmax(-1).tolist() == [10, 40, 70]
+    sd = lambda p: (p @ values.square() - (p @ values).square()).sqrt()  # noqa: E731
+    assert torch.allclose(sd(fixed), torch.full((3,), 2.0), atol=0.01)
+    assert torch.allclose(sd(widening), torch.tensor([2.5, 4.0, 5.5]), atol=0.01)
+    with pytest.raises(ValueError, match="sigma_per_year"):
+        ExpectationAgeHead(8, sigma_per_year=-0.1)
 
 
 def evaluate_cli(*args: str) -> tuple[dict, str]:

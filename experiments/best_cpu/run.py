@@ -120,8 +120,10 @@ def ablation_tables(sweep_dirs: list[Path]) -> list[tuple[pd.DataFrame, str]]:
         table = variant_table(budget_runs)
         sweeps = ", ".join(f"`{d}`" for d in dict.fromkeys(budget_runs["sweep"]))
         n_failed = int((failed["epochs"] == epochs).sum())
+        # input_96 or progressive_resize change the size, so the line names the common one
+        usual_size = int(budget_runs["img_size"].mode().iloc[0])
         budget = (
-            f"{int(epochs)} epochs each at {int(budget_runs.iloc[0]['img_size'])} px "
+            f"{int(epochs)} epochs each, {usual_size}-px faces unless the variant says otherwise "
             f"({len(budget_runs)} runs, {n_failed} failed; {sweeps}), validation split of the "
             f"seeded 80/10/10 split; mean ± sd over seeds; accuracies in %. "
             f"{platform.machine()}, {os.cpu_count()} CPU cores, "
