@@ -87,7 +87,7 @@ def tta_section(run_dirs: list[Path]) -> str:
     runs = ", ".join(f"`{run}`" for run in run_dirs)
     line = (
         f"Validation split, {int(tables[0]['faces'].iloc[0])} seeded faces per run, mean ± sd over "
-        f"{len(run_dirs)} runs of the default recipe ({runs}); accuracies in %; passes: forward "
+        f"{len(run_dirs)} runs ({runs}); accuracies in %; passes: forward "
         "passes per face."
     )
     return f"{line}\n\n{to_markdown(table)}"
