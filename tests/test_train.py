@@ -174,3 +174,25 @@ def test_four_stage_network_where_asked_or_recorded(overrides, tmp_path):
     net = build_system(compose_train(overrides, tmp_path)).net.backbone
     assert len(net.stages) == 4 and net.stem[0].out_channels == 32
     assert any(block.shortcut is not None for block in net.stages)  # residual blocks
+
+
+@pytest.mark.parametrize(
+    ("overrides", "width"),
+    [
+        ([], (1.5, 0.05)),  # the default widens with age
+        (["experiment=ablation_full", "ablation=fixed_age_sigma"], (2.0, 0.0)),
+        # how the report repeats a row measured before the default widened
+        (
+            [
+                "experiment=ablation_full",
+                "ablation=heavier_gender_race",
+                "+model.net.age_head_kwargs.sigma=2.0",
+                "+model.net.age_head_kwargs.sigma_per_year=0.0",
+            ],
+            (2.0, 0.0),
+        ),
+    ],
+)
+def test_age_label_distribution_width_from_config(overrides, width, tmp_path):
+    head = build_system(compose_train(overrides, tmp_path)).net.heads["age"]
+    assert (head.sigma, head.sigma_per_year) == width
