@@ -15,6 +15,9 @@ import pytest
 from agefair import detect
 from agefair.detect import (
     CROP_SCALE,
+    LANDMARK_TEMPLATE,
+    PAD_FRACTION,
+    PAD_SIDE,
     YUNET_ENV_VAR,
     YUNET_FILENAME,
     CentreDetector,
@@ -27,6 +30,8 @@ from agefair.detect import (
     create_detector,
     crop_face,
     crop_square,
+    landmark_geometry,
+    landmark_problem,
 )
 from agefair.imageio import load_image
 
@@ -54,6 +59,12 @@ def model() -> Path:
 @pytest.fixture(scope="module")
 def yunet(model) -> YuNetDetector:
     return YuNetDetector(model)
+
+
+@pytest.fixture(scope="module")
+def plain(model) -> YuNetDetector:
+    """YuNet's own output: no border, no landmark check (the detector before both fixes)."""
+    return YuNetDetector(model, pad_fraction=None, check_landmarks=False, raw=True)
 
 
 def _labels(photos: Path) -> dict[str, list[FaceBox]]:
@@ -93,24 +104,27 @@ def test_yunet_counts_on_single_photos(yunet, photos):
     assert len(yunet.detect(load_image(photos / "astronaut.png"))) == 1
 
 
-def test_yunet_on_dog_photo(yunet, photos):
-    # Known weakness (experiments/face_detection): one dog's face scores 0.81-0.89 depending on
-    # the resolution, overlapping the weakest real faces (0.86), so it can be reported.
-    # What must not happen is dogs being taken for a crowd.
-    boxes = yunet.detect(load_image(photos / "no_faces_dogs.jpg"))
-    assert len(boxes) <= 1
+def test_yunet_on_dog_photo(yunet, plain, photos):
+    # YuNet alone reports one dog's face (0.855 at the default 640 px, above the weakest real
+    # faces); the landmark check rejects it (its nose sits too high for a frontal face).
+    dog = load_image(photos / "no_faces_dogs.jpg")
+    (raw,) = plain.detect(dog)
+    assert raw.score > 0.8
+    assert "frontal" in landmark_problem(raw)
+    assert yunet.detect(dog) == []
 
 
-def test_yunet_recall_on_group_photos(yunet, photos):
+@pytest.mark.parametrize("check", [True, False], ids=["checked", "unchecked"])
+def test_yunet_recall_on_group_photos(model, photos, check):
+    # The landmark check and the second (bordered) look lose no face and add no false box.
+    det = YuNetDetector(model, check_landmarks=check)
     labels = _labels(photos)
     found = false = total = 0
     for name, truth in labels.items():
-        boxes = yunet.detect(load_image(photos / name))
+        boxes = det.detect(load_image(photos / name))
         hit = _found(boxes, truth)
         found, false, total = found + hit, false + len(boxes) - hit, total + len(truth)
-    assert total == 43
-    assert found / total >= 0.95
-    assert false <= 2
+    assert (total, found, false) == (43, 43, 0)
 
 
 def test_large_photo_boxes_map_back(yunet, photos):
@@ -135,9 +149,10 @@ def test_tiny_faces_in_small_photo_are_found(yunet, photos):
     factor = 80 / img.shape[1]
     for r, g in zip(ref, got, strict=True):
         assert g.iou(r.scaled(factor)) > 0.5
-    # Without the enlargement these faces are too small for YuNet's finest anchors.
-    plain = YuNetDetector(MODEL, upscale_small=False)
-    assert len(plain.detect(small)) == 0
+    # Without the enlargement these faces are too small for YuNet's finest anchors (the bordered
+    # look does not enlarge either).
+    unenlarged = YuNetDetector(MODEL, upscale_small=False)
+    assert len(unenlarged.detect(small)) == 0
 
 
 def test_detect_rejects_non_rgb(yunet):
@@ -145,6 +160,234 @@ def test_detect_rejects_non_rgb(yunet):
         yunet.detect(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         yunet.detect(np.zeros((10, 10), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------
+# The bordered look: faces that fill the picture
+# ------------------------------------------------------------------------------------------
+def _tight_crop(img: np.ndarray, face: FaceBox, size: int, zoom: float = 0.8):
+    """The face cut tighter than UTKFace frames it (it fills the picture), resized to ``size``;
+    also the face's box and landmarks mapped into the crop (as crop_face cuts: rounded square)."""
+    x0, y0, side = crop_square(face, zoom=zoom)
+    left, top, n = round(x0), round(y0), round(side)
+    crop = crop_face(img, face, out_size=size, zoom=zoom, align=False)
+    k = size / n
+
+    def move(x: float, y: float) -> tuple[float, float]:
+        return (x - left) * k, (y - top) * k
+
+    (a, b), (c, d) = move(face.x0, face.y0), move(face.x1, face.y1)
+    return crop, FaceBox(a, b, c, d, face.score, tuple(move(*p) for p in face.landmarks))
+
+
+@pytest.mark.parametrize("size", [300, 1200], ids=["300px", "1200px-shrunk"])
+def test_padding_finds_a_face_that_fills_the_picture(yunet, plain, photos, size):
+    img = load_image(photos / "astronaut.png")
+    (face,) = plain.detect(img)
+    crop, expected = _tight_crop(img, face, size)
+    assert expected.x0 < 0.1 * size and expected.x1 > 0.9 * size  # the face fills the picture
+    assert plain.detect(crop) == []  # YuNet alone does not fire on it
+    (box,) = yunet.detect(crop)
+    assert box.score >= yunet.score_threshold
+    assert box.x0 <= size / 2 <= box.x1 and box.y0 <= size / 2 <= box.y1
+    # Boxes and landmarks come back in the crop's own coordinates (not the bordered,
+    # shrunk picture's): they match the face's position known from the full photo.
+    assert box.iou(expected) > 0.7
+    err = np.linalg.norm(np.subtract(box.landmarks, expected.landmarks), axis=1)
+    assert err.max() < 0.06 * expected.width
+
+
+def test_fallback_mode_looks_again_only_when_nothing_is_found(model, photos):
+    fallback = YuNetDetector(model, pad_mode="fallback")
+    img = load_image(photos / "astronaut.png")
+    (face,) = fallback.detect(img)
+    crop, _ = _tight_crop(img, face, 300)
+    assert len(fallback.detect(crop)) == 1
+    calls = []
+    original = fallback._padded
+    fallback._padded = lambda image: calls.append(image.shape) or original(image)
+    fallback.detect(img)  # a face on the first look: no second one
+    assert calls == []
+    fallback.detect(crop)
+    assert len(calls) == 1
+
+
+def test_always_mode_finds_a_filling_face_beside_smaller_ones(model, yunet, plain, photos):
+    # A selfie: one face fills the picture, two small ones behind it (two_people.jpg pasted in
+    # a corner). The first look finds only the small ones; "fallback" then never looks again.
+    img = load_image(photos / "astronaut.png")
+    (face,) = plain.detect(img)
+    selfie, expected = _tight_crop(img, face, 600)
+    two = load_image(photos / "two_people.jpg")
+    w = 180
+    h = round(w * two.shape[0] / two.shape[1])
+    selfie[600 - h :, 600 - w :] = cv2.resize(two, (w, h), interpolation=cv2.INTER_AREA)
+
+    def filling(boxes: list[FaceBox]) -> list[FaceBox]:
+        return [b for b in boxes if b.iou(expected) > 0.7]
+
+    assert len(plain.detect(selfie)) == 2 and filling(plain.detect(selfie)) == []
+    fallback = YuNetDetector(model, pad_mode="fallback").detect(selfie)
+    assert len(fallback) == 2 and filling(fallback) == []
+    boxes = yunet.detect(selfie)
+    assert len(boxes) == 3 and len(filling(boxes)) == 1
+
+
+class _FakeNet:
+    """Stands in for cv2.FaceDetectorYN: nothing on the first look, one given face (in the
+    coordinates of the picture it is shown) on the bordered look."""
+
+    def __init__(self, row_for):
+        self.row_for, self.sizes = row_for, []
+
+    def setInputSize(self, size):  # noqa: N802 - OpenCV's name
+        self.size = size
+
+    def detect(self, bgr):
+        self.sizes.append((bgr.shape[1], bgr.shape[0]))
+        row = self.row_for(len(self.sizes), bgr)
+        return 1, None if row is None else np.array([row], np.float32)
+
+
+def test_bordered_look_maps_boxes_back_exactly(model):
+    det = YuNetDetector(model, check_landmarks=False)
+    img = np.full((800, 1000, 3), 90, np.uint8)
+    # The bordered look shrinks the 1000 x 800 photo to PAD_SIDE x 179 and adds a border of
+    # PAD_FRACTION of PAD_SIDE on every side.
+    sx, sy = PAD_SIDE / 1000, round(800 * PAD_SIDE / 1000) / 800
+    pad = round(PAD_FRACTION * PAD_SIDE)
+
+    def to_look(x: float, y: float) -> list[float]:
+        return [x * sx + pad, y * sy + pad]
+
+    # A face at x 100-600, y -50-650 of the photo (its top cut by the edge); landmarks inside.
+    marks = [(250, 250), (450, 250), (350, 380), (270, 480), (430, 480)]
+    look_box = [*to_look(100, -50), 500 * sx, 700 * sy]
+    row = look_box + [c for p in marks for c in to_look(*p)] + [0.9]
+    det._net = _FakeNet(lambda call, bgr: row if call == 2 else None)
+    (box,) = det.detect(img)
+    assert det._net.sizes[1] == (PAD_SIDE + 2 * pad, round(800 * sy) + 2 * pad)
+    assert box.as_list() == pytest.approx([100, -50, 600, 650], abs=1e-3)
+    assert np.allclose(box.landmarks, marks, atol=1e-3)
+    assert box.score == pytest.approx(0.9)
+
+
+def test_bordered_look_drops_boxes_centred_in_the_border(model):
+    det = YuNetDetector(model, check_landmarks=False)
+    img = np.full((224, 224, 3), 90, np.uint8)
+    # On a 224 px photo the bordered look is 336 px: a box at 0-50 lies in the border.
+    row = [0, 0, 50, 60] + [25, 25] * 5 + [0.95]
+    det._net = _FakeNet(lambda call, bgr: row if call == 2 else None)
+    assert det.detect(img) == []
+
+
+def test_both_looks_merge_preferring_the_first(model, yunet, photos):
+    img = load_image(photos / "two_people.jpg")
+    first_only = YuNetDetector(model, pad_fraction=None)
+    # Where both looks find a face the first (full-resolution) look's box is kept unchanged.
+    assert yunet.detect(img) == first_only.detect(img)
+
+
+# ------------------------------------------------------------------------------------------
+# The landmark check
+# ------------------------------------------------------------------------------------------
+def _template_face(side: float = 200.0, angle: float = 0.0, cx: float = 300, cy: float = 300):
+    """A face whose landmarks sit where LANDMARK_TEMPLATE puts them in a crop of ``side`` px,
+    turned by ``angle`` degrees, with a YuNet-like box (0.85 x 1.1 crop sides, the box centre
+    0.09 crop sides above the crop's)."""
+    turn = np.exp(1j * np.radians(angle))
+    pts = [complex(cx, cy) + side * turn * complex(x, y) for x, y in LANDMARK_TEMPLATE]
+    w, h = (0.85, 1.1) if angle % 180 == 0 else (1.1, 0.85)
+    bc = complex(cx, cy) - 0.09 * side * turn * 1j
+    return FaceBox(
+        bc.real - w * side / 2,
+        bc.imag - h * side / 2,
+        bc.real + w * side / 2,
+        bc.imag + h * side / 2,
+        0.9,
+        tuple((p.real, p.imag) for p in pts),
+    )
+
+
+@pytest.mark.parametrize("angle", [0, 15, -30, 90, 180])
+def test_landmark_check_accepts_the_template(angle):
+    face = _template_face(angle=angle)
+    assert landmark_problem(face) is None
+    g = landmark_geometry(face)
+    assert 0.5 < g.nose_along < 0.65 and abs(g.nose_across) < 0.05  # frontal, nose mid-face
+    assert g.eye_width > 0.8 and g.mouth_width > 0.6
+
+
+def _moved(face: FaceBox, **points: tuple[float, float]) -> FaceBox:
+    names = ("right_eye", "left_eye", "nose", "right_mouth", "left_mouth")
+    marks = [points.get(n, p) for n, p in zip(names, face.landmarks, strict=True)]
+    return FaceBox(face.x0, face.y0, face.x1, face.y1, face.score, tuple(marks))
+
+
+def test_landmark_check_rejects_implausible_sets():
+    face = _template_face()
+    (rex, rey), (lex, ley), (nx, ny), (rmx, rmy), (lmx, lmy) = face.landmarks
+    eye_y, mouth_y = (rey + ley) / 2, (rmy + lmy) / 2
+    # The dog of the test photo: a frontal face whose nose lies 0.42 of the way to the mouth.
+    dog_like = _moved(face, nose=(nx, eye_y + 0.42 * (mouth_y - eye_y)))
+    assert "frontal" in landmark_problem(dog_like)
+    # The same nose height in a face turned sideways (nose well off the axis) is plausible.
+    turned = _moved(face, nose=(nx + 0.3 * (mouth_y - eye_y), eye_y + 0.42 * (mouth_y - eye_y)))
+    assert landmark_problem(turned) is None
+    cases = {
+        "nose": _moved(face, nose=(nx, eye_y)),  # nose on the eye line
+        "off the eye-to-mouth axis": _moved(face, nose=(nx + 100, ny)),
+        "eye width": _moved(face, right_eye=(lex + 150, rey)),  # eyes far apart, swapped
+        "mouth line slanted": _moved(face, left_mouth=(lmx, lmy - 30), right_mouth=(rmx, rmy + 30)),
+        "box heights": _moved(face, right_mouth=(rmx, rey + 5), left_mouth=(lmx, ley + 5)),
+        "outside the box": FaceBox(900, 900, 1000, 1000, 0.9, face.landmarks),
+    }
+    for reason, bad in cases.items():
+        problem = landmark_problem(bad)
+        assert problem is not None and reason in problem, (reason, problem)
+    # Degenerate or missing landmarks make no face either.
+    collapsed = FaceBox(face.x0, face.y0, face.x1, face.y1, 0.9, ((rex, rey),) * 5)
+    assert landmark_geometry(collapsed) is None
+    assert landmark_problem(collapsed) == "no five distinct landmarks"
+    assert landmark_geometry(FaceBox(0, 0, 10, 10)) is None
+    assert landmark_problem(FaceBox(0, 0, 10, 10)) is not None
+
+
+def test_landmark_limits_can_be_overridden():
+    face = _template_face()
+    assert landmark_problem(face, {"frontal_nose_min": 0.9}) is not None
+    assert landmark_problem(face) is None
+
+
+# ------------------------------------------------------------------------------------------
+# Options
+# ------------------------------------------------------------------------------------------
+def test_both_fixes_cannot_be_switched_off_silently(model):
+    with pytest.raises(ValueError, match="raw=True"):
+        YuNetDetector(model, pad_fraction=None, check_landmarks=False)
+    with pytest.raises(ValueError, match="raw=True"):
+        create_detector("yunet", model_path=model, pad_fraction=None, check_landmarks=False)
+    with pytest.raises(ValueError, match="raw=True means"):
+        YuNetDetector(model, raw=True)
+    with pytest.raises(ValueError, match="raw=True means"):
+        YuNetDetector(model, pad_fraction=None, raw=True)
+    det = YuNetDetector(model, pad_fraction=None, check_landmarks=False, raw=True)
+    assert det.pad_fraction is None and not det.check_landmarks
+    # Either fix alone may be switched off.
+    assert YuNetDetector(model, pad_fraction=None).check_landmarks
+    assert YuNetDetector(model, check_landmarks=False).pad_fraction == PAD_FRACTION
+
+
+def test_invalid_padding_options(model):
+    for kwargs, message in [
+        ({"pad_fraction": 0}, "pad_fraction"),
+        ({"pad_fraction": 3}, "pad_fraction"),
+        ({"pad_side": 8}, "pad_side"),
+        ({"pad_border": "blue"}, "pad_border"),
+        ({"pad_mode": "sometimes"}, "pad_mode"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            YuNetDetector(model, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------
