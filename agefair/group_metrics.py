@@ -554,6 +554,23 @@ def age_group_metrics(
         distance in years from the prediction to its group, 0 inside) and ``n``; NaN metrics
         for no images.
     """
+    distance = age_group_distance(lo, hi, age_pred, margin=margin)
+    return {
+        "age_group_acc": _mean(distance == 0.0),
+        "age_group_mae": _mean(distance),
+        "n": float(distance.size),
+    }
+
+
+def age_group_distance(
+    lo: np.ndarray | Sequence[float],
+    hi: np.ndarray | Sequence[float],
+    age_pred: np.ndarray | Sequence[float],
+    *,
+    margin: float = 0.5,
+) -> np.ndarray:
+    """Years from each predicted age to its group, widened by ``margin``: 0 inside it, NaN for
+    a NaN prediction (see :func:`age_group_metrics`)."""
     lo_e = np.asarray(lo, dtype=float) - margin
     hi_e = np.asarray(hi, dtype=float) + margin
     p = np.asarray(age_pred, dtype=float)
@@ -561,9 +578,29 @@ def age_group_metrics(
         raise ValueError(
             f"lo, hi and age_pred differ in shape: {lo_e.shape}, {hi_e.shape}, {p.shape}"
         )
-    distance = np.maximum(lo_e - p, 0.0) + np.maximum(p - hi_e, 0.0)
-    return {
-        "age_group_acc": _mean(distance == 0.0),
-        "age_group_mae": _mean(distance),
-        "n": float(p.size),
-    }
+    return np.maximum(lo_e - p, 0.0) + np.maximum(p - hi_e, 0.0)
+
+
+def proportion_ci(
+    hits: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a share of successes, resampling images like
+    :func:`bootstrap_ci`.
+
+    Args:
+        hits: One boolean per image.
+        n_boot: Number of bootstrap replicates.
+        alpha: 1 minus the coverage.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)``; (NaN, NaN) for no images.
+    """
+    x = np.asarray(hits, dtype=float).ravel()
+    if x.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    # The count of successes in a resample of n is binomial: no index matrix needed.
+    shares = rng.binomial(x.size, x.mean(), size=n_boot) / x.size
+    low, high = np.quantile(shares, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,17 +383,30 @@ class Predictor:
         """
         ckpt = Path(path) if path is not None else default_checkpoint()
         model, cfg = load_system(ckpt)
-        data = cfg.data
-        img_size = int(data.img_size)
+        predictor = cls.for_system(model, cfg.data, **kwargs)
+        predictor.checkpoint = ckpt
+        return predictor
+
+    @classmethod
+    def for_system(cls, model: AgeFairModule, data: Mapping[str, Any], **kwargs: Any) -> Predictor:
+        """A predictor for a system in memory, with the input its data config trained it on.
+
+        Args:
+            model: The trained system.
+            data: Its ``data`` config (``img_size``, ``cache_size``, ``mean``, ``std``).
+            **kwargs: Passed to the constructor; they win over the data config.
+
+        Returns:
+            The predictor.
+        """
+        img_size = int(data["img_size"])
         kwargs.setdefault("img_size", img_size)
         kwargs.setdefault("cache_size", data.get("cache_size") or img_size)
         if data.get("mean") is not None:
-            kwargs.setdefault("mean", list(data.mean))
+            kwargs.setdefault("mean", list(data["mean"]))
         if data.get("std") is not None:
-            kwargs.setdefault("std", list(data.std))
-        predictor = cls(model, **kwargs)
-        predictor.checkpoint = ckpt
-        return predictor
+            kwargs.setdefault("std", list(data["std"]))
+        return cls(model, **kwargs)
 
     @property
     def system(self) -> str:
@@ -435,7 +448,7 @@ class Predictor:
         batch = torch.stack([self.transform(crop) for crop in found.crops])
         timings["crop"] += _ms(start)
         start = time.perf_counter()
-        outputs = self._infer(batch)
+        outputs = self.infer_batch(batch)
         timings["model"] = _ms(start)
         faces = [
             self._face(outputs, i, _int_box(box, found.width, found.height), box.score)
@@ -535,14 +548,14 @@ class Predictor:
                 crop, (side, side), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
             )
             tensors.append(self.transform(resized))
-        outputs = self._infer(torch.stack(tensors))
+        outputs = self.infer_batch(torch.stack(tensors))
         return [
             self._face(outputs, i, [0, 0, int(c.shape[1]), int(c.shape[0])], None)
             for i, c in enumerate(crops)
         ]
 
     # ---------------------------------------------------------------- internals
-    def _infer(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+    def infer_batch(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         """Runs the model over ``batch`` in chunks of ``batch_size``; numpy outputs."""
         parts: dict[str, list[np.ndarray]] = {}
         with torch.inference_mode():

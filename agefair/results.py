@@ -72,7 +72,9 @@ def write_split_outputs(
     for task, labels in (("gender", GENDERS), ("race", RACES)):
         if task in unscored:
             continue
-        cm = confusion_matrix(preds[task], preds[f"{task}_pred"], len(labels))
+        # A photo without a prediction (no face found, agefair.unseen) has no cell to count in.
+        known = preds[f"{task}_pred"].between(0, len(labels) - 1)
+        cm = confusion_matrix(preds[task][known], preds[f"{task}_pred"][known], len(labels))
         plot_confusion(cm, labels, f"{task} ({split})", out_dir / f"confusion_{task}_{split}.png")
     metrics: dict[str, Any] = {**headline_metrics(scored), **worst_group_metrics(gaps)}
     names = [m for m in BOOTSTRAP_METRICS if not m.startswith(unscored)]

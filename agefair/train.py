@@ -67,6 +67,40 @@ def naive_baselines(datamodule: pl.LightningDataModule) -> dict[str, float]:
     }
 
 
+def pretrained_from(model: AgeFairModule) -> str:
+    """The backbones that started from pretrained weights, by registry name ("" for none)."""
+    names = [b.name for b in model.backbones() if getattr(b, "pretrained", False)]
+    return ",".join(n for n in names if n != "fused")  # a fused one is pretrained via its part
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def score_unseen_faces(
+    model: AgeFairModule, cfg: DictConfig, out_dir: Path, logger: Any
+) -> dict[str, Any]:
+    """Scores the tested model on ``data.unseen`` through the app's path (:mod:`agefair.unseen`),
+    logs ``unseen/...`` to TensorBoard and prints the figures; {} when it cannot be scored."""
+    from agefair.detect import ModelFileError  # the inference stack, only when asked for
+    from agefair.predict import Predictor
+    from agefair.unseen import score_unseen, summary_line
+
+    try:
+        predictor = Predictor.for_system(model, cfg.data)
+    except ModelFileError as err:
+        # The trained model is kept: a missing detector file must not lose the run.
+        log.error("Unseen faces not scored: %s", err)
+        return {}
+    metrics = score_unseen(
+        predictor, cfg.data.unseen, out_dir, limit=cfg.data.get("unseen_limit"), progress=True
+    )
+    log.info("Unseen faces (%s): %s", cfg.data.unseen, summary_line(metrics))
+    if isinstance(logger, pl.loggers.Logger):
+        logger.log_metrics({f"unseen/{k}": v for k, v in metrics.items() if _is_number(v)})
+    return metrics
+
+
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
     if cfg.get("threads"):
@@ -84,6 +118,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     img = cfg.data.img_size
     costs = measure_complexity(model, (3, img, img))
     log.info("Model: %s", json.dumps(costs))
+    log.info("Pretrained weights: %s", pretrained_from(model) or "none, trained from scratch")
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -97,6 +132,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "transfer": HydraConfig.get().runtime.choices.get("transfer"),
         "backbone": ",".join(b.name for b in model.backbones()),
         "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
+        "pretrained_from": pretrained_from(model),
         "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),
         "img_size": img,
         "seed": cfg.seed,
@@ -118,9 +154,13 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(naive_baselines(datamodule))
         row["checkpoint"] = ckpt
         row.update({f"test/{k}": v for k, v in metrics.items() if not k.endswith("_ci")})
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log.info("Per-group test metrics:\n%s", format_group_table(model.results["test_groups"]))
         log.info("Test metrics: %s", json.dumps({k: metrics[k] for k in sorted(metrics)}))
+        if datamodule.hparams.unseen:
+            unseen = score_unseen_faces(model, cfg, out_dir, trainer.logger)
+            row.update({f"unseen/{k}": v for k, v in unseen.items() if _is_number(v)})
+            metrics.update({f"unseen/{k}": v for k, v in unseen.items()})
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if model.history:
         pd.DataFrame(model.history).to_csv(out_dir / "history.csv", index=False)
     if "val_predictions" in model.results:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from agefair.data.cache import DecodedImages, load_or_build_cache
+from agefair.data.other_faces import check_disjoint
 from agefair.data.transforms import build_transform
 from agefair.data.utkface import (
     RACES,
@@ -91,6 +92,9 @@ class UTKFaceDataModule(pl.LightningDataModule):
         img_size: side of the square model input.
         cache_size: side of the images in the cache (default ``img_size``); larger leaves room
             for studies that shrink or re-frame the face.
+        train_size: side of the (augmented) training images, default ``img_size``. Smaller
+            suits a fused backbone (``agefair.models.fused``): its frozen part reads the
+            training images once, at ``img_size``, and its learned part trains at its own size.
         batch_size: images per batch.
         num_workers: DataLoader worker processes.
         split: train/val/test fractions.
@@ -105,6 +109,10 @@ class UTKFaceDataModule(pl.LightningDataModule):
         balance: ``"race_gender"`` samples training images so every race x gender group is drawn
             equally often; ``None`` samples uniformly.
         pin_memory: forwarded to the loaders.
+        unseen: a labels CSV of faces from another data set that every run scores its model on
+            (``agefair.unseen``); ``prepare_data`` refuses training images that are among
+            them. None: no such set.
+        unseen_limit: score at most this many of them (a seeded sample; None: all).
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
         data_dir: str | Path = "data",
         img_size: int = 64,
         cache_size: int | None = None,
+        train_size: int | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         split: Sequence[float] = (0.8, 0.1, 0.1),
@@ -125,6 +134,8 @@ class UTKFaceDataModule(pl.LightningDataModule):
         races: Sequence[str | int] | None = None,
         balance: str | None = None,
         pin_memory: bool = False,
+        unseen: str | Path | None = None,
+        unseen_limit: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -155,6 +166,8 @@ class UTKFaceDataModule(pl.LightningDataModule):
             root, [r.file for r in records], self.cache_size, self.data_dir / "cache"
         )
         good = [r for r, ok in zip(records, decoded.ok, strict=True) if ok]
+        if self.hparams.unseen:
+            check_disjoint(root, [r.file for r in good], self.hparams.unseen)
         manifest, manifest_path = load_or_make_manifest(
             good, self.data_dir / "splits", self.hparams.split, self.hparams.seed
         )
@@ -192,7 +205,8 @@ class UTKFaceDataModule(pl.LightningDataModule):
         """The image transform used for a split: augmentation for training, else evaluation."""
         norm = {"mean": tuple(self.hparams.mean), "std": tuple(self.hparams.std)}
         if stage == "train" and self.hparams.augment is not None:
-            return build_transform("train", self.img_size, **self.hparams.augment, **norm)
+            size = self.hparams.train_size or self.img_size
+            return build_transform("train", size, **self.hparams.augment, **norm)
         spec = dict(self.hparams.eval_transform or {"preset": "eval"})
         return build_transform(spec.pop("preset"), self.img_size, **spec, **norm)
 
