@@ -159,21 +159,34 @@ class ResidualBlock(nn.Module):
 
 
 class AgeV1Trunk(nn.Module):
-    """The network up to its last residual block (``B x 256 x h x w``)."""
+    """The network up to its last residual block (``B x 256 x h x w``).
 
-    def __init__(self) -> None:
+    dlib's ResNets share this shape (a 7 x 7 stride-2 stem, a max pool, residual blocks), so
+    the stem width and the blocks are arguments: the face-recognition network
+    (:mod:`agefair.models.dlib_resnet`) is the same trunk with other blocks.
+
+    Args:
+        stem_channels: channels of the stem convolution.
+        blocks: ``(output channels, stride)`` of each residual block, in graph order.
+    """
+
+    def __init__(
+        self,
+        stem_channels: int = STEM_CHANNELS,
+        blocks: tuple[tuple[int, int], ...] = BLOCKS,
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, STEM_CHANNELS, 7, 2, padding=0),
-            Affine(STEM_CHANNELS),
+            nn.Conv2d(3, stem_channels, 7, 2, padding=0),
+            Affine(stem_channels),
             nn.ReLU(),
             nn.MaxPool2d(3, 2),
         )
-        blocks, c_in = [], STEM_CHANNELS
-        for c_out, stride in BLOCKS:
-            blocks.append(ResidualBlock(c_in, c_out, stride))
+        layers, c_in = [], stem_channels
+        for c_out, stride in blocks:
+            layers.append(ResidualBlock(c_in, c_out, stride))
             c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*layers)
         self.out_channels = c_in
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

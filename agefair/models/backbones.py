@@ -7,8 +7,10 @@ input size it expects). Any head can sit on any backbone through that contract.
 
 Names: ``cnn`` (a configurable plain CNN, the axis of the complexity sweep), ``tiny`` (for
 tests), ``vgg16`` (torchvision, ImageNet weights via the torchvision weights API), ``agev1``
-(dlib's age network, pretrained on faces, see :mod:`agefair.models.agev1`) and ``timm:<model>``
-for any timm model by name.
+(dlib's age network, pretrained on faces, see :mod:`agefair.models.agev1`), ``dlib_resnet``
+(dlib's face-recognition ResNet, see :mod:`agefair.models.dlib_resnet`), ``fused`` (a frozen
+backbone beside a learned one, see :mod:`agefair.models.fused`) and ``timm:<model>`` for any
+timm model by name.
 """
 
 from __future__ import annotations
@@ -298,6 +300,22 @@ def agev1_backbone(**kwargs) -> Backbone:
     from agefair.models.agev1 import AgeV1Backbone  # on use: agev1 imports this module
 
     return AgeV1Backbone(**kwargs)
+
+
+@BACKBONES.register("dlib_resnet")
+def dlib_resnet_backbone(**kwargs) -> Backbone:
+    """dlib's pretrained face-recognition ResNet (agefair.models.dlib_resnet)."""
+    from agefair.models.dlib_resnet import DlibResnetBackbone  # on use: it imports this module
+
+    return DlibResnetBackbone(**kwargs)
+
+
+@BACKBONES.register("fused")
+def fused_backbone(**kwargs) -> Backbone:
+    """A frozen backbone and a learned one side by side (agefair.models.fused)."""
+    from agefair.models.fused import FusedBackbone  # on use: it imports this module
+
+    return FusedBackbone(**kwargs)
 
 
 def register_backbone(name: str) -> Callable:

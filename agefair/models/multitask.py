@@ -8,6 +8,7 @@ from torch import nn
 from agefair.data.utkface import GENDERS, RACES
 from agefair.models.backbones import Backbone
 from agefair.models.base import AgeFairModule
+from agefair.models.fused import FusedBackbone
 from agefair.models.heads import ClassHead, create_age_head
 
 
@@ -21,6 +22,9 @@ class MultiTaskNet(nn.Module):
         dropout: dropout before each head.
         label_smoothing: for the gender and race cross-entropies.
         tasks: the tasks this network serves; a network inside ``SeparateModule`` serves some.
+        head_inputs: which part of a fused backbone's features each task's head reads
+            (``{"gender": "frozen"}``: only the frozen network's; see
+            :class:`~agefair.models.fused.FusedBackbone`); unnamed tasks read all of them.
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class MultiTaskNet(nn.Module):
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
         tasks: tuple[str, ...] | list[str] = ("age", "gender", "race"),
+        head_inputs: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         unknown = set(tasks) - {"age", "gender", "race"}
@@ -38,16 +43,27 @@ class MultiTaskNet(nn.Module):
             raise ValueError(f"tasks must be a non-empty subset of age, gender, race; got {tasks}")
         self.tasks = tuple(tasks)
         self.backbone = backbone
-        f = backbone.num_features
+        self.head_inputs = {t: part for t, part in dict(head_inputs or {}).items() if part != "all"}
+        if self.head_inputs and not isinstance(backbone, FusedBackbone):
+            raise ValueError(
+                f"head_inputs {self.head_inputs} need a fused backbone, not "
+                f"{type(backbone).__name__}"
+            )
+        f = {t: self._input_size(t) for t in self.tasks}
         self.heads = nn.ModuleDict()
         if "age" in tasks:
             self.heads["age"] = create_age_head(
-                age_head, f, dropout=dropout, **dict(age_head_kwargs or {})
+                age_head, f["age"], dropout=dropout, **dict(age_head_kwargs or {})
             )
         if "gender" in tasks:
-            self.heads["gender"] = ClassHead(f, len(GENDERS), dropout, label_smoothing)
+            self.heads["gender"] = ClassHead(f["gender"], len(GENDERS), dropout, label_smoothing)
         if "race" in tasks:
-            self.heads["race"] = ClassHead(f, len(RACES), dropout, label_smoothing)
+            self.heads["race"] = ClassHead(f["race"], len(RACES), dropout, label_smoothing)
+
+    def _input_size(self, task: str) -> int:
+        if task in self.head_inputs:
+            return self.backbone.part_size(self.head_inputs[task])
+        return self.backbone.num_features
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_heads(self.backbone(images))
@@ -56,10 +72,15 @@ class MultiTaskNet(nn.Module):
         """The heads on pooled backbone features."""
         out: dict[str, torch.Tensor] = {}
         for task, head in self.heads.items():
+            x = (
+                self.backbone.part(feats, self.head_inputs[task])
+                if task in self.head_inputs
+                else feats
+            )
             if task == "age":
-                out.update(head(feats))
+                out.update(head(x))
             else:
-                out[f"{task}_logits"] = head(feats)
+                out[f"{task}_logits"] = head(x)
         return out
 
     def task_losses(
@@ -91,13 +112,29 @@ class MultiTaskModule(AgeFairModule):
         self.net = net
         # Backbone features of the training set, filled by FreezeBackbone while it is frozen.
         self.cached_features: torch.Tensor | None = None
+        # A fused backbone's frozen-branch features of the training set, filled as training
+        # starts (agefair.models.fused).
+        self.frozen_branch_features: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(images)
 
+    def on_train_epoch_start(self) -> None:
+        backbone = self.net.backbone
+        if isinstance(backbone, FusedBackbone) and self.frozen_branch_features is None:
+            from agefair.callbacks import plain_training_features  # the data stack, on use
+
+            self.frozen_branch_features = plain_training_features(
+                self.trainer, self, backbone.frozen
+            )
+
     def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.cached_features is not None and "index" in batch:
             return self.net.forward_heads(self.cached_features[batch["index"]])
+        if self.frozen_branch_features is not None and "index" in batch:
+            images = self._prepare(batch["image"])
+            frozen = self.frozen_branch_features[batch["index"]]
+            return self.net.forward_heads(self.net.backbone(images, frozen_features=frozen))
         return super().training_forward(batch)
 
     def compute_loss(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:

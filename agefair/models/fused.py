@@ -1,0 +1,86 @@
+"""A frozen face-pretrained backbone and a small learned one, side by side.
+
+A network pretrained on millions of faces (dlib's face-recognition ResNet) holds what UTKFace's
+20,000 faces cannot teach: features that stay put when the photographer, the light or the crop
+change. Frozen, it costs one forward pass per image, and its features can be computed once per
+training image. A small CNN trained from scratch beside it learns what the frozen features lack
+(the fine age cues a metric loss for identity throws away). The heads see both, concatenated.
+
+The learned branch sees the input shrunk to ``learned_size`` (its own resolution: the small CNN
+at 64 px costs a fifth of what it would at 150), the frozen one the input as it comes. Both
+take the frozen branch's normalisation: the learned one starts from scratch, so any fixed
+normalisation suits it.
+
+Training serves the frozen branch from a cache that
+:class:`~agefair.models.multitask.MultiTaskModule` fills as training starts: its features of
+each training image, computed once without augmentation, while the learned branch sees the
+augmented image. Evaluation and inference compute both live, on every test-time view.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from agefair.models.backbones import Backbone, create_backbone
+
+
+class FusedBackbone(Backbone):
+    """Features of a frozen backbone and of a learned one, concatenated.
+
+    Args:
+        frozen: registry arguments of the frozen backbone (``{"name": "dlib_resnet", ...}``);
+            its parameters never train.
+        learned: registry arguments of the learned backbone (``{"name": "cnn", ...}``).
+        learned_size: side the learned backbone sees its input at.
+    """
+
+    def __init__(self, frozen: dict, learned: dict, learned_size: int = 64) -> None:
+        super().__init__()
+        self.frozen = create_backbone(**dict(frozen))
+        self.learned = create_backbone(**dict(learned))
+        self.frozen.requires_grad_(False)
+        self.learned_size = int(learned_size)
+        self.num_features = self.frozen.num_features + self.learned.num_features
+        self.input_config = self.frozen.input_config
+        self.pretrained = getattr(self.frozen, "pretrained", False)
+
+    def train(self, mode: bool = True) -> FusedBackbone:
+        super().train(mode)
+        self.frozen.eval()  # frozen means frozen: no dropout, no batch-statistics updates
+        return self
+
+    @torch.no_grad()
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen branch's features (what the cache holds)."""
+        return self.frozen(images)
+
+    def learned_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The learned branch's features of the input shrunk to ``learned_size``."""
+        if images.shape[-1] != self.learned_size or images.shape[-2] != self.learned_size:
+            images = F.interpolate(
+                images, size=(self.learned_size,) * 2, mode="bilinear", antialias=True
+            )
+        return self.learned(images)
+
+    #: The parts a head may read (see :meth:`part`).
+    PARTS = ("all", "frozen", "learned")
+
+    def part(self, features: torch.Tensor, name: str) -> torch.Tensor:
+        """The columns of ``forward``'s features that come from one branch (or ``all``)."""
+        if name not in self.PARTS:
+            raise ValueError(f"part must be one of {self.PARTS}, got {name!r}")
+        n = self.frozen.num_features
+        return {"all": features, "frozen": features[:, :n], "learned": features[:, n:]}[name]
+
+    def part_size(self, name: str) -> int:
+        """How many features :meth:`part` gives."""
+        sizes = {"frozen": self.frozen.num_features, "learned": self.learned.num_features}
+        return self.num_features if name == "all" else sizes[name]
+
+    def forward(
+        self, images: torch.Tensor, frozen_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if frozen_features is None:
+            frozen_features = self.frozen_features(images)
+        return torch.cat([frozen_features.to(images.dtype), self.learned_features(images)], 1)

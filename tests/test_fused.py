@@ -1,0 +1,91 @@
+"""The fused backbone: a frozen network beside a learned one, the frozen part cached in training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agefair.models.backbones import create_backbone
+from agefair.models.multitask import MultiTaskModule, MultiTaskNet
+from tests.test_train import compose_train
+
+
+def fused(**kwargs):
+    return create_backbone(
+        "fused", frozen={"name": "tiny"}, learned={"name": "tiny", "width": 4}, **kwargs
+    )
+
+
+def test_features_concatenate_and_only_the_learned_branch_trains():
+    backbone = fused(learned_size=16)
+    x = torch.randn(3, 3, 40, 40)
+    out = backbone(x)
+    assert out.shape == (3, backbone.frozen.num_features + backbone.learned.num_features)
+    out.sum().backward()
+    assert all(p.grad is None for p in backbone.frozen.parameters())
+    assert all(p.grad is not None for p in backbone.learned.parameters())
+    backbone.train()
+    assert backbone.learned.training and not backbone.frozen.training
+
+
+def test_the_learned_branch_sees_its_own_size(monkeypatch):
+    backbone = fused(learned_size=16)
+    seen = []
+    monkeypatch.setattr(
+        backbone.learned, "forward", lambda x: seen.append(x.shape) or x.mean((2, 3))
+    )
+    backbone(torch.randn(2, 3, 40, 40))
+    assert seen == [torch.Size([2, 3, 16, 16])]
+
+
+def test_cached_frozen_features_give_the_live_forward():
+    torch.manual_seed(0)
+    module = MultiTaskModule(MultiTaskNet(fused(learned_size=16)), channels_last=False)
+    module.eval()
+    images = torch.randn(4, 3, 32, 32)
+    module.frozen_branch_features = module.net.backbone.frozen_features(images)
+    batch = {"image": images, "index": torch.arange(4)}
+    cached = module.training_forward(batch)
+    live = module(images)
+    for key in live:
+        torch.testing.assert_close(cached[key], live[key])
+
+
+def test_the_config_composes(tmp_path):
+    cfg = compose_train(["backbone=dlib_fused", "pretrained=false", "data.img_size=150"], tmp_path)
+    from agefair.train import build_system
+
+    backbone = build_system(cfg).net.backbone
+    assert backbone.learned_size == 64 and backbone.frozen.num_features == 256
+    assert backbone.input_config.input_size == 150
+
+
+def test_heads_can_read_one_branch_only():
+    backbone = fused(learned_size=16)
+    net = MultiTaskNet(backbone, head_inputs={"gender": "frozen", "race": "frozen"})
+    assert net.heads["gender"].fc[-1].in_features == backbone.frozen.num_features
+    images = torch.randn(2, 3, 32, 32)
+    net.eval()
+    base = net(images)["gender_logits"]
+    with torch.no_grad():
+        backbone.learned.stem[0].weight.mul_(3)  # only the learned branch changes
+    after = net(images)
+    torch.testing.assert_close(after["gender_logits"], base)
+
+
+def test_head_inputs_need_a_fused_backbone():
+    with pytest.raises(ValueError, match="need a fused backbone"):
+        MultiTaskNet(create_backbone("tiny"), head_inputs={"gender": "frozen"})
+
+
+def test_training_images_can_be_smaller_than_evaluation_ones(tiny_archive, tmp_path):
+    from agefair.data.datamodule import UTKFaceDataModule
+
+    dm = UTKFaceDataModule(
+        archive=tiny_archive, data_dir=tmp_path, img_size=40, train_size=16,
+        augment={"hflip": 0.5},
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.datasets["train"][0]["image"].shape == (3, 16, 16)
+    assert dm.datasets["val"][0]["image"].shape == (3, 40, 40)
