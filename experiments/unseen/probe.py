@@ -1,0 +1,189 @@
+"""What frozen face-pretrained features alone carry: linear read-outs on UTKFace and unseen faces.
+
+    python experiments/unseen/probe.py --unseen ../shared/data/fairface_dev/labels.csv
+
+dlib's face-recognition ResNet (agefair's ``dlib_resnet`` backbone, frozen) embeds every face of
+agefair's UTKFace split (decoded at 150 px) and every unseen photo's face as the app's path
+cuts it out (detector, framing). Logistic regressions (gender, race) and a ridge regression
+(age) are fitted on the training split's features, their L2 strength chosen on the validation
+split, and scored on UTKFace's test split and on the unseen faces (a photo without a found face
+counts as wrong). Writes ``probe.csv`` beside this file; ``run.py`` puts it into the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from agefair.data.datamodule import UTKFaceDataModule
+from agefair.data.other_faces import read_labels_csv
+from agefair.data.transforms import build_transform
+from agefair.detect import create_detector
+from agefair.group_metrics import age_group_distance, headline_metrics, parse_age_groups
+from agefair.models.dlib_resnet import DlibResnetBackbone
+from agefair.predict import Predictor
+from agefair.unseen import MISSED, extract_labelled_faces
+
+HERE = Path(__file__).resolve().parent
+SIZE = 150
+L2 = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+@torch.no_grad()
+def embed(net: DlibResnetBackbone, crops, transform) -> dict[str, np.ndarray]:
+    """Pooled (256) and embedding (128) features of uint8 crops (one view each)."""
+    pooled, emb = [], []
+    for start in tqdm(range(0, len(crops), 128), desc="dlib features"):
+        x = torch.stack([transform(np.asarray(c)) for c in crops[start : start + 128]])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            p = net.pool(net.trunk(x)).flatten(1).float()
+        e = net.fc(p)
+        pooled.append(p.numpy())
+        emb.append(e.numpy())
+    return {"pooled": np.concatenate(pooled), "embedding": np.concatenate(emb)}
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, l2: float, classes: int) -> torch.nn.Linear:
+    """Multinomial logistic regression by L-BFGS (full batch)."""
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    lin = torch.nn.Linear(x.shape[1], classes)
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(lin(xt), yt) + l2 * lin.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return lin
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float) -> np.ndarray:
+    xa = np.hstack([x, np.ones((len(x), 1))])
+    reg = l2 * len(x) * np.eye(xa.shape[1])
+    reg[-1, -1] = 0
+    return np.linalg.solve(xa.T @ xa + reg, xa.T @ y)
+
+
+def ridge_predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.hstack([x, np.ones((len(x), 1))]) @ w
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unseen", type=Path, required=True, help="labels.csv of unseen faces")
+    parser.add_argument(
+        "--archive", default=os.environ.get("UTKFACE_ARCHIVE", "data/UTKFace.tar.gz")
+    )
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    net = DlibResnetBackbone(features="embedding").eval()  # its pool gives the pooled ones
+    norm = net.input_config
+    transform = build_transform("eval", SIZE, mean=norm.mean, std=norm.std)
+
+    dm = UTKFaceDataModule(archive=args.archive, data_dir=args.data_dir, img_size=SIZE)
+    dm.prepare_data()
+    dm.setup("fit")
+    images = dm.prepared.decoded.images
+    splits = {s: dm.split_table(s) for s in ("train", "val", "test")}
+    feats = {s: embed(net, [images[r] for r in t["row"]], transform) for s, t in splits.items()}
+
+    predictor = Predictor(
+        _Holder(net), detector=create_detector("yunet"), img_size=SIZE, mean=norm.mean, std=norm.std
+    )
+    table = read_labels_csv(args.unseen)
+    crops, found, _ = extract_labelled_faces(predictor, args.unseen.parent, list(table["file"]))
+    unseen = embed(net, crops, transform)
+    lo, hi = parse_age_groups(table["age_group"].astype(str))
+
+    rows = []
+    for kind in ("pooled", "embedding"):
+        mu = feats["train"][kind].mean(0)
+        sd = feats["train"][kind].std(0) + 1e-6
+        z = {s: ((f[kind] - mu) / sd).astype(np.float32) for s, f in feats.items()}
+        zu = ((unseen[kind] - mu) / sd).astype(np.float32)
+        preds = {}
+        for task, classes in (("gender", 2), ("race", 5)):
+            y = splits["train"][task].to_numpy()
+            best = max(
+                (fit_softmax(z["train"], y, l2, classes) for l2 in L2),
+                key=lambda m: (
+                    m(torch.as_tensor(z["val"])).argmax(1).numpy() == splits["val"][task].to_numpy()
+                ).mean(),  # fmt: skip
+            )
+            with torch.no_grad():
+                preds[task] = {
+                    "test": best(torch.as_tensor(z["test"])).argmax(1).numpy(),
+                    "unseen": best(torch.as_tensor(zu)).argmax(1).numpy(),
+                }
+        ages = splits["train"]["age"].to_numpy(float)
+        w = min(
+            (fit_ridge(z["train"], ages, l2) for l2 in L2),
+            key=lambda w: np.abs(ridge_predict(w, z["val"]) - splits["val"]["age"]).mean(),
+        )
+        test = splits["test"].assign(
+            age_pred=np.clip(ridge_predict(w, z["test"]), 0, 116),
+            gender_pred=preds["gender"]["test"],
+            race_pred=preds["race"]["test"],
+        )
+        t = headline_metrics(test)
+        full_pred = {
+            k: np.full(len(table), MISSED, float) for k in ("gender_pred", "race_pred", "age")
+        }
+        full_pred["gender_pred"][found] = preds["gender"]["unseen"]
+        full_pred["race_pred"][found] = preds["race"]["unseen"]
+        age = np.full(len(table), np.nan)
+        age[found] = np.clip(ridge_predict(w, zu), 0, 116)
+        u = headline_metrics(
+            table.assign(
+                age=0,
+                age_pred=0,
+                gender_pred=full_pred["gender_pred"],
+                race_pred=full_pred["race_pred"],
+            )
+        )
+        rows.append(
+            {
+                "features": f"dlib_resnet {kind} ({feats['train'][kind].shape[1]}), frozen",
+                "test/age_mae": t["age_mae"],
+                "test/gender_acc": t["gender_acc"],
+                "test/race_acc": t["race_acc"],
+                "unseen/gender_acc": u["gender_acc"],
+                "unseen/race_acc": u["race_acc"],
+                "unseen/race_acc_balanced": u["race_acc_balanced"],
+                "unseen/race_recall_Others": u["race_recall_Others"],
+                "unseen/age_group_acc": float(np.mean(age_group_distance(lo, hi, age) == 0)),
+                "unseen/missed": int((~found).sum()),
+                "unseen/n": len(table),
+            }
+        )
+    out = pd.DataFrame(rows)
+    out.to_csv(HERE / "probe.csv", index=False)
+    print(out.to_string())
+    print(f"{time.perf_counter() - start:.0f} s")
+
+
+class _Holder(torch.nn.Module):
+    """The smallest system the predictor takes: only its detect-and-crop path is used here."""
+
+    def __init__(self, backbone: DlibResnetBackbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.input_config = backbone.input_config
+
+    def setup(self, stage: str) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Writes the unseen-faces report: each lever's UTKFace test and unseen-faces columns side by
+side, and per-group tables with 95% intervals for the chosen run.
+
+    python experiments/unseen/run.py outputs/unseen/<run> [outputs/unseen/<run> ...] \\
+        --chosen outputs/unseen/<run>
+
+Each run folder is one ``python -m agefair.train ... data.unseen=<labels.csv>`` run (its
+overrides name the lever). Every figure comes from the runs' own files (``results.csv``,
+``predictions_unseen.csv``, ``.hydra/overrides.yaml``); the tables go into this folder's README
+between markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from agefair.data.utkface import GENDERS, RACES
+from agefair.group_metrics import proportion_ci
+from agefair.report_tables import replace_section, to_markdown, with_ci
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+
+#: The columns of the lever table: (results.csv column, heading, shown as a percentage).
+COLUMNS = (
+    ("test/age_mae", "UTK age MAE", False),
+    ("test/gender_acc", "UTK gender", True),
+    ("test/race_acc", "UTK race", True),
+    ("unseen/gender_acc", "unseen gender", True),
+    ("unseen/race_acc", "unseen race", True),
+    ("unseen/race_acc_balanced", "unseen race (balanced)", True),
+    ("unseen/race_recall_Others", "unseen 'Others' recall", True),
+    ("unseen/age_group_acc", "unseen age group", True),
+    ("unseen/worst_race_gender_acc", "unseen worst race's gender", True),
+)
+
+
+def overrides(run: Path) -> str:
+    """The command-line overrides of a run: what its lever is."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return "(defaults)"
+    skip = ("hydra.", "data.unseen=", "paths.")
+    kept = [o for o in OmegaConf.load(path) if not str(o).startswith(skip)]
+    return " ".join(f"`{o}`" for o in kept) or "(defaults)"
+
+
+def lever_table(runs: list[Path]) -> str:
+    rows = []
+    for run in runs:
+        r = pd.read_csv(run / "results.csv").iloc[0]
+        row = {"run": run.name, "overrides": overrides(run)}
+        for col, head, pct in COLUMNS:
+            v = r.get(col)
+            row[head] = "" if v is None or pd.isna(v) else (f"{100 * v:.1f}" if pct else f"{v:.2f}")
+        row["missed"] = f"{int(r['unseen/missed'])}/{int(r['unseen/n'])}"
+        row["train min"] = f"{r['train_time_s'] / 60:.1f}"
+        rows.append(row)
+    return to_markdown(pd.DataFrame(rows))
+
+
+def probe_table() -> str:
+    """The linear read-outs of frozen features (``probe.py``), in the lever table's columns."""
+    path = HERE / "probe.csv"
+    if not path.is_file():
+        return "(not run: `python experiments/unseen/probe.py --unseen <labels.csv>`)"
+    rows = []
+    for _, r in pd.read_csv(path).iterrows():
+        row = {"features": r["features"]}
+        for col, head, pct in COLUMNS:
+            if col in r and not pd.isna(r[col]):
+                row[head] = f"{100 * r[col]:.1f}" if pct else f"{r[col]:.2f}"
+        row["missed"] = f"{int(r['unseen/missed'])}/{int(r['unseen/n'])}"
+        rows.append(row)
+    return to_markdown(pd.DataFrame(rows))
+
+
+def group_tables(run: Path) -> str:
+    """Per race and per race x gender: gender accuracy and race recall, 95% intervals; a missed
+    face counts as wrong."""
+    p = pd.read_csv(run / "predictions_unseen.csv")
+    g_ok = (p["gender"] == p["gender_pred"]).to_numpy()
+    r_ok = (p["race"] == p["race_pred"]).to_numpy()
+    age_ok = None
+    if "age_group" in p.columns:
+        from agefair.group_metrics import age_group_distance, parse_age_groups
+
+        lo, hi = parse_age_groups(p["age_group"].astype(str))
+        age_ok = age_group_distance(lo, hi, p["age_pred"].to_numpy()) == 0
+
+    def row(name: str, mask: np.ndarray) -> dict:
+        out = {"group": name, "n": int(mask.sum()), "missed": int((~p["found"][mask]).sum())}
+        out["gender acc"] = with_ci(g_ok[mask].mean(), proportion_ci(g_ok[mask]), True)
+        out["race recall"] = with_ci(r_ok[mask].mean(), proportion_ci(r_ok[mask]), True)
+        if age_ok is not None:
+            out["age group acc"] = with_ci(age_ok[mask].mean(), proportion_ci(age_ok[mask]), True)
+        return out
+
+    race_rows = [row(name, (p["race"] == i).to_numpy()) for i, name in enumerate(RACES)]
+    rg_rows = [
+        row(f"{race}/{gender}", ((p["race"] == i) & (p["gender"] == j)).to_numpy())
+        for i, race in enumerate(RACES)
+        for j, gender in enumerate(GENDERS)
+    ]
+    return (
+        f"Run `{run.name}`, {len(p)} photos.\n\n**Per race**\n\n"
+        + to_markdown(pd.DataFrame(race_rows))
+        + "\n\n**Per race x gender**\n\n"
+        + to_markdown(pd.DataFrame(rg_rows))
+    )
+
+
+def budget_line(runs: list[Path]) -> str:
+    return (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU. Data: UTKFace "
+        "(agefair's seeded 80/10/10 split; test split columns) and the unseen faces of each "
+        "run's `data.unseen` (`../shared/data/fairface_dev`: 4,000 FairFace photos, Karkkainen "
+        "& Joo 2021, CC BY 4.0), scored through the app's path (detector, framing, model; a "
+        "photo without a found face counts as wrong). Budget: each run's own overrides; training "
+        "minutes in the table."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--chosen", type=Path, help="the run whose per-group tables are shown")
+    args = parser.parse_args(argv)
+    runs = [r for r in args.runs if (r / "results.csv").is_file()]
+    if not runs:
+        parser.error("none of the runs has a results.csv")
+    replace_section(README, "levers", lever_table(runs))
+    replace_section(README, "probe", probe_table())
+    replace_section(README, "groups", group_tables(args.chosen or runs[-1]))
+    replace_section(README, "budget", budget_line(runs))
+    print(f"wrote {README}")
+
+
+if __name__ == "__main__":
+    main()
