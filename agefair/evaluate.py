@@ -236,7 +236,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     precision = str(train_cfg.trainer.get("precision", "32"))
     if cfg.get("labels"):
-        metrics = unseen(model, train_cfg, cfg)
+        metrics = evaluate_unseen(model, train_cfg, cfg)
         return write_metrics(out_dir, {"checkpoint": str(cfg.ckpt_path), **metrics})
     if cfg.get("images"):
         cache_dir = Path(cfg.paths.data_dir) / "cache"
@@ -255,7 +255,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def unseen(model: AgeFairModule, train_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
+def evaluate_unseen(model: AgeFairModule, train_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint on ``cfg.labels`` through the app's path: detector, framing, model
     (:mod:`agefair.unseen`); photos without a found face count as wrong."""
     from agefair.predict import Predictor

@@ -157,10 +157,10 @@ def score_unseen(
     labels = Path(labels)
     table = select(read_labels_csv(labels), limit)
     preds = predict_photos(predictor, labels.parent, list(table["file"]), progress)
-    preds = pd.concat([table.drop(columns=["age_pred"], errors="ignore"), preds], axis=1)
+    preds = pd.concat([table, preds], axis=1)
     has_age = bool((table["age"] >= 0).all())
-    # Missed photos keep MISSED codes (wrong for every task); ages of misses are scored as
-    # wrong below, and left out of the per-group age figures, which need a number.
+    # A missed photo keeps MISSED codes, wrong for every task: the tables need a number for its
+    # age too, so with true ages it counts as a guess of -1 years; an age group it never hits.
     scored = preds.assign(age_pred=preds["age_pred"].fillna(MISSED))
     metrics: dict[str, Any] = write_split_outputs(out_dir, SPLIT, scored, age=has_age)
     preds.to_csv(out_dir / f"predictions_{SPLIT}.csv", index=False)
