@@ -89,3 +89,10 @@ def test_training_images_can_be_smaller_than_evaluation_ones(tiny_archive, tmp_p
     dm.setup("fit")
     assert dm.datasets["train"][0]["image"].shape == (3, 16, 16)
     assert dm.datasets["val"][0]["image"].shape == (3, 40, 40)
+
+
+def test_head_inputs_name_a_task_and_a_part():
+    with pytest.raises(ValueError, match="values among"):
+        MultiTaskNet(fused(), head_inputs={"gender": "frozn"})
+    with pytest.raises(ValueError, match="keys must be among the tasks"):
+        MultiTaskNet(fused(), head_inputs={"hair": "frozen"})

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 
 from agefair.models.backbones import Backbone, create_backbone
 
+#: The parts of a fused backbone's features a head may read (see :meth:`FusedBackbone.part`).
+PARTS = ("all", "frozen", "learned")
+
 
 class FusedBackbone(Backbone):
     """Features of a frozen backbone and of a learned one, concatenated.
@@ -63,13 +66,10 @@ class FusedBackbone(Backbone):
             )
         return self.learned(images)
 
-    #: The parts a head may read (see :meth:`part`).
-    PARTS = ("all", "frozen", "learned")
-
     def part(self, features: torch.Tensor, name: str) -> torch.Tensor:
         """The columns of ``forward``'s features that come from one branch (or ``all``)."""
-        if name not in self.PARTS:
-            raise ValueError(f"part must be one of {self.PARTS}, got {name!r}")
+        if name not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {name!r}")
         n = self.frozen.num_features
         return {"all": features, "frozen": features[:, :n], "learned": features[:, n:]}[name]
 

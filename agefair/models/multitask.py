@@ -8,7 +8,7 @@ from torch import nn
 from agefair.data.utkface import GENDERS, RACES
 from agefair.models.backbones import Backbone
 from agefair.models.base import AgeFairModule
-from agefair.models.fused import FusedBackbone
+from agefair.models.fused import PARTS, FusedBackbone
 from agefair.models.heads import ClassHead, create_age_head
 
 
@@ -48,6 +48,12 @@ class MultiTaskNet(nn.Module):
             raise ValueError(
                 f"head_inputs {self.head_inputs} need a fused backbone, not "
                 f"{type(backbone).__name__}"
+            )
+        bad = {t: p for t, p in self.head_inputs.items() if t not in tasks or p not in PARTS}
+        if bad:
+            raise ValueError(
+                f"head_inputs {bad}: keys must be among the tasks {list(tasks)}, values among "
+                f"{list(PARTS)}"
             )
         f = {t: self._input_size(t) for t in self.tasks}
         self.heads = nn.ModuleDict()

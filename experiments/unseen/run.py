@@ -52,15 +52,21 @@ def overrides(run: Path) -> str:
     return " ".join(f"`{o}`" for o in kept) or "(defaults)"
 
 
+def cells(r: pd.Series) -> dict[str, str]:
+    """A results row's figures in the table's columns (blank where a run has none)."""
+    out = {}
+    for col, head, pct in COLUMNS:
+        v = r.get(col)
+        out[head] = "" if v is None or pd.isna(v) else (f"{100 * v:.1f}" if pct else f"{v:.2f}")
+    out["missed"] = f"{int(r['unseen/missed'])}/{int(r['unseen/n'])}"
+    return out
+
+
 def lever_table(runs: list[Path]) -> str:
     rows = []
     for run in runs:
         r = pd.read_csv(run / "results.csv").iloc[0]
-        row = {"run": run.name, "overrides": overrides(run)}
-        for col, head, pct in COLUMNS:
-            v = r.get(col)
-            row[head] = "" if v is None or pd.isna(v) else (f"{100 * v:.1f}" if pct else f"{v:.2f}")
-        row["missed"] = f"{int(r['unseen/missed'])}/{int(r['unseen/n'])}"
+        row = {"run": run.name, "overrides": overrides(run), **cells(r)}
         row["train min"] = f"{r['train_time_s'] / 60:.1f}"
         rows.append(row)
     return to_markdown(pd.DataFrame(rows))
@@ -71,14 +77,7 @@ def probe_table() -> str:
     path = HERE / "probe.csv"
     if not path.is_file():
         return "(not run: `python experiments/unseen/probe.py --unseen <labels.csv>`)"
-    rows = []
-    for _, r in pd.read_csv(path).iterrows():
-        row = {"features": r["features"]}
-        for col, head, pct in COLUMNS:
-            if col in r and not pd.isna(r[col]):
-                row[head] = f"{100 * r[col]:.1f}" if pct else f"{r[col]:.2f}"
-        row["missed"] = f"{int(r['unseen/missed'])}/{int(r['unseen/n'])}"
-        rows.append(row)
+    rows = [{"features": r["features"], **cells(r)} for _, r in pd.read_csv(path).iterrows()]
     return to_markdown(pd.DataFrame(rows))
 
 
@@ -109,11 +108,17 @@ def group_tables(run: Path) -> str:
         for i, race in enumerate(RACES)
         for j, gender in enumerate(GENDERS)
     ]
+    others = p[p["race"] == RACES.index("Others")]["race_pred"]
+    called = ", ".join(
+        f"{RACES[int(c)] if c >= 0 else 'no face found'} {100 * share:.0f}%"
+        for c, share in others.value_counts(normalize=True).items()
+    )
     return (
         f"Run `{run.name}`, {len(p)} photos.\n\n**Per race**\n\n"
         + to_markdown(pd.DataFrame(race_rows))
         + "\n\n**Per race x gender**\n\n"
         + to_markdown(pd.DataFrame(rg_rows))
+        + f"\n\nThe unseen 'Others' faces were called: {called}."
     )
 
 
