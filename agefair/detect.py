@@ -63,6 +63,7 @@ __all__ = [
     "landmark_geometry",
     "landmark_problem",
     "register_detector",
+    "reframe",
     "resolve_yunet_model",
 ]
 
@@ -973,6 +974,29 @@ def _cut(image: np.ndarray, x0: float, y0: float, side: float) -> np.ndarray:
     rows = np.clip(np.arange(top, top + n), 0, height - 1)
     cols = np.clip(np.arange(left, left + n), 0, width - 1)
     return image[rows[:, None], cols[None, :]]
+
+
+def reframe(crop: np.ndarray, zoom: float) -> np.ndarray:
+    """A face crop re-cut about its centre with a side ``zoom`` times its own (not resized).
+
+    What :func:`crop_face` with ``zoom`` gives, for a crop already framed like UTKFace's (a
+    training image, or a crop the caller made): past the crop's edges its border pixels are
+    replicated, as :func:`crop_face` does at a photo's edges. ``zoom == 1`` returns ``crop``.
+
+    Args:
+        crop: ``(H, W[, C])`` array.
+        zoom: Side of the new square in units of the crop's (mean) side; must be positive.
+
+    Returns:
+        A square array of ``crop``'s dtype.
+    """
+    if not zoom > 0:
+        raise ValueError(f"zoom must be positive, got {zoom}")
+    if zoom == 1:
+        return crop
+    height, width = crop.shape[:2]
+    side = zoom * (height + width) / 2
+    return _cut(crop, (width - side) / 2, (height - side) / 2, side)
 
 
 def _resize(image: np.ndarray, out_size: int) -> np.ndarray:

@@ -101,10 +101,10 @@ def baseline_frame(baseline: Any, loader: DataLoader, progress: bool = True) -> 
 
 
 def external_dataset(
-    root: Path, table: pd.DataFrame, size: int, cache_dir: Path, transform
+    root: Path, table: pd.DataFrame, size: int, cache_dir: Path, transform, framing: float = 1.0
 ) -> tuple[FaceDataset, pd.DataFrame]:
     """Decodes the listed images (through the cache) and drops those that cannot be read."""
-    decoded = load_or_build_cache(root, table["file"].tolist(), size, cache_dir)
+    decoded = load_or_build_cache(root, table["file"].tolist(), size, cache_dir, framing=framing)
     for r in decoded.rejects:
         log.warning("Skipped %s: %s", r.file, r.reason)
     table = table.assign(row=np.arange(len(table)))[decoded.ok].reset_index(drop=True)
@@ -157,9 +157,10 @@ def training_datamodule(cfg: DictConfig) -> Any:
 
 
 def external_faces(
-    cfg: DictConfig, size: int, cache_dir: Path, transform
+    cfg: DictConfig, size: int, cache_dir: Path, transform, framing: float = 1.0
 ) -> tuple[FaceDataset, str, tuple[np.ndarray, np.ndarray] | None]:
-    """The images of ``cfg.images`` or ``cfg.labels`` decoded at ``size`` px.
+    """The images of ``cfg.images`` or ``cfg.labels`` decoded at ``size`` px, cut to
+    ``framing`` (:func:`agefair.detect.reframe`).
 
     Returns:
         The dataset, the split name used in file names (``images`` or ``labels``) and, for a
@@ -177,7 +178,7 @@ def external_faces(
         table = read_labels_csv(Path(cfg.labels))
         if "age_group" in table.columns:
             age_groups = parse_age_groups(table["age_group"].astype(str))
-    dataset, table = external_dataset(root, table, size, cache_dir, transform)
+    dataset, table = external_dataset(root, table, size, cache_dir, transform, framing)
     if age_groups is not None:
         keep = table["row"].to_numpy()
         age_groups = (age_groups[0][keep], age_groups[1][keep])
@@ -241,7 +242,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("images"):
         cache_dir = Path(cfg.paths.data_dir) / "cache"
         dataset, split, age_groups = external_faces(
-            cfg, datamodule.cache_size, cache_dir, datamodule.transform("test")
+            cfg, datamodule.cache_size, cache_dir, datamodule.transform("test"), datamodule.framing
         )
     else:
         datamodule.prepare_data()

@@ -45,6 +45,7 @@ from agefair.detect import (
     create_detector,
     crop_face,
     crop_square,
+    reframe,
 )
 from agefair.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -320,6 +321,8 @@ class Predictor:
             (``data.cache_size``); None means ``img_size``.
         mean: Normalisation mean (0..1 scale); None takes the backbone's.
         std: Normalisation standard deviation; None takes the backbone's.
+        framing: Side of each face's square in units of UTKFace's framing (``data.framing``,
+            the ``zoom`` of :func:`agefair.detect.crop_face`); None takes the backbone's.
         max_pixels: Refuse photos with more pixels than this (decompression bombs).
         max_faces: Predict for at most this many faces per photo (the best scoring ones).
         batch_size: Most crops sent through the model at once.
@@ -337,6 +340,7 @@ class Predictor:
         cache_size: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        framing: float | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_faces: int = 20,
         batch_size: int = 32,
@@ -357,6 +361,7 @@ class Predictor:
         norm = model.input_config
         self.mean = tuple(mean if mean is not None else norm.mean)
         self.std = tuple(std if std is not None else norm.std)
+        self.framing = float(framing if framing is not None else norm.framing)
         self.transform = build_transform("eval", self.img_size, mean=self.mean, std=self.std)
         self.max_pixels = max_pixels
         self.max_faces = int(max_faces)
@@ -393,7 +398,8 @@ class Predictor:
 
         Args:
             model: The trained system.
-            data: Its ``data`` config (``img_size``, ``cache_size``, ``mean``, ``std``).
+            data: Its ``data`` config (``img_size``, ``cache_size``, ``mean``, ``std``,
+                ``framing``).
             **kwargs: Passed to the constructor; they win over the data config.
 
         Returns:
@@ -406,6 +412,8 @@ class Predictor:
             kwargs.setdefault("mean", list(data["mean"]))
         if data.get("std") is not None:
             kwargs.setdefault("std", list(data["std"]))
+        if data.get("framing") is not None:
+            kwargs.setdefault("framing", float(data["framing"]))
         return cls(model, **kwargs)
 
     @property
@@ -505,7 +513,7 @@ class Predictor:
         # The crop source: the lowest resolution at which the smallest face's crop still has
         # cache_size pixels (see the class docstring).
         start = time.perf_counter()
-        smallest = min(crop_square(box)[2] for box in boxes)
+        smallest = min(crop_square(box, zoom=self.framing)[2] for box in boxes)
         target = math.ceil(longer * min(1.0, self.cache_size / max(smallest, 1e-6)))
         if full is not None:
             source = full
@@ -519,7 +527,8 @@ class Predictor:
         start = time.perf_counter()
         sx, sy = source.shape[1] / width, source.shape[0] / height
         crops = [
-            crop_face(source, _rescale(box, sx, sy), out_size=self.cache_size) for box in boxes
+            crop_face(source, _rescale(box, sx, sy), out_size=self.cache_size, zoom=self.framing)
+            for box in boxes
         ]
         timings["crop"] = _ms(start)
         return FaceCrops(boxes, crops, width, height, len(detected), timings)
@@ -527,8 +536,9 @@ class Predictor:
     def predict_crops(self, crops: Sequence[np.ndarray]) -> list[FacePrediction]:
         """Predictions for faces already cut out and aligned like UTKFace's crops.
 
-        No detection: each crop is resized to ``cache_size`` the way the training cache was
-        built (area interpolation when shrinking), then goes through the eval transform.
+        No detection: each crop is cut to the model's framing and resized to ``cache_size`` the
+        way the training cache was built (area interpolation when shrinking), then goes through
+        the eval transform.
 
         Args:
             crops: RGB ``uint8`` square-ish arrays, e.g. UTKFace's 200 x 200 images.
@@ -542,6 +552,7 @@ class Predictor:
         for crop in crops:
             if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.dtype != np.uint8:
                 raise ValueError("predict_crops expects RGB uint8 arrays of shape (H, W, 3)")
+            crop = reframe(crop, self.framing)
             side = self.cache_size
             shrinking = max(crop.shape[:2]) > side
             resized = cv2.resize(

@@ -44,13 +44,16 @@ def build_system(cfg: DictConfig) -> AgeFairModule:
 
 
 def build_datamodule(cfg: DictConfig, model: AgeFairModule) -> pl.LightningDataModule:
-    """The datamodule of ``cfg.data``, normalising like the model's backbone unless told to."""
+    """The datamodule of ``cfg.data``, normalising and framing like the model's backbone unless
+    told to."""
     norm = model.input_config
     overrides = {}
     if cfg.data.get("mean") is None:
         overrides["mean"] = list(norm.mean)
     if cfg.data.get("std") is None:
         overrides["std"] = list(norm.std)
+    if cfg.data.get("framing") is None:
+        overrides["framing"] = norm.framing
     return instantiate(cfg.data, _convert_="all", **overrides)
 
 
@@ -130,11 +133,13 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "model": HydraConfig.get().runtime.choices.get("model"),
         "ablation": HydraConfig.get().runtime.choices.get("ablation"),
         "transfer": HydraConfig.get().runtime.choices.get("transfer"),
+        "experiment": HydraConfig.get().runtime.choices.get("experiment"),
         "backbone": ",".join(b.name for b in model.backbones()),
         "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
         "pretrained_from": pretrained_from(model),
         "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),
         "img_size": img,
+        "framing": datamodule.framing,
         "seed": cfg.seed,
         **costs,
         "train_time_s": round(train_time, 1),

@@ -113,7 +113,7 @@ def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
     if ckpt.is_file():
         return ckpt
     run_module(
-        "agefair.train", "backbone=tiny", "data.img_size=32",
+        "agefair.train", "experiment=from_scratch", "backbone=tiny", "data.img_size=32",
         "data.batch_size=16", "trainer.max_epochs=1", "test=false",
         "callbacks.progress.refresh_rate=0", f"paths.archive={archive}",
         f"paths.data_dir={base / 'tiny_predict_data'}", f"hydra.run.dir={run}",

@@ -37,10 +37,10 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     run_module(
         "agefair.train",
         "-m",
+        *TINY,
         "experiment=ablation_cpu",
         "ablation=full,no_ema",
         "seed=0,1",
-        *TINY,
         "trainer.max_epochs=2",
         f"paths.archive={tiny_archive}",
         f"paths.data_dir={tmp_path / 'data'}",
@@ -101,8 +101,10 @@ def test_bare_script_network_and_augmentation(tmp_path):
     bare = load_bare_script()
     net = bare.Net()
     assert 1.1e6 < sum(p.numel() for p in net.parameters()) < 1.3e6  # "a 1.2 M-parameter CNN"
-    # At --width 48 --stem-width 24 it is agefair's default network, head for head.
-    default = MultiTaskNet(instantiate(compose_train([], tmp_path).backbone))
+    # At --width 48 --stem-width 24 it is agefair's from-scratch network, head for head.
+    default = MultiTaskNet(
+        instantiate(compose_train(["experiment=from_scratch"], tmp_path).backbone)
+    )
     assert count_params(bare.Net(48, 24)) == count_params(default)
     images = torch.randint(0, 256, (5, 64, 64, 3), dtype=torch.uint8)
     x = bare.to_input(images)

@@ -47,6 +47,22 @@ def test_cache_is_reused_without_decoding(folder, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(first.images))
 
 
+def test_each_framing_has_its_own_cache_of_reframed_images(folder, tmp_path):
+    files = [r.file for r in scan_folder(folder)[0]]
+    caches = [
+        load_or_build_cache(folder, files, 24, tmp_path / "cache", framing=f, progress=False)
+        for f in (1.0, 1.25, 1.5)
+    ]
+    assert len({c.path for c in caches}) == 3
+    assert all(c.path.suffix == ".npy" and "." not in c.path.stem for c in caches)
+    plain, wide, _ = caches
+    i = int(np.flatnonzero(wide.ok)[0])
+    np.testing.assert_array_equal(wide.images[i], decode_image(folder / files[i], 24, 1.25))
+    assert not np.array_equal(wide.images[i], plain.images[i])
+    with pytest.raises(ValueError, match="framing"):
+        load_or_build_cache(folder, files, 24, tmp_path / "cache", framing=0, progress=False)
+
+
 def test_cache_rebuilt_when_size_or_files_change(folder, tmp_path):
     files = [r.file for r in scan_folder(folder)[0]]
     a = load_or_build_cache(folder, files, 24, tmp_path / "cache", progress=False)

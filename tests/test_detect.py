@@ -32,6 +32,7 @@ from agefair.detect import (
     crop_square,
     landmark_geometry,
     landmark_problem,
+    reframe,
 )
 from agefair.imageio import load_image
 
@@ -529,6 +530,33 @@ def test_crop_face_at_image_border_replicates_edges():
     assert crop_face(img, FaceBox(500, 500, 520, 520), out_size=16).shape == (16, 16, 3)
     with pytest.raises(ValueError, match="degenerate"):
         crop_face(img, FaceBox(10, 10, 10, 30), out_size=16)
+
+
+def test_reframe_widens_with_replicated_borders_and_narrows_to_the_centre():
+    crop = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    assert reframe(crop, 1.0) is crop
+    wide = reframe(crop, 2.0)
+    assert wide.shape == (8, 8, 3)
+    np.testing.assert_array_equal(wide[2:6, 2:6], crop)  # the crop sits in the middle
+    np.testing.assert_array_equal(wide[0, 0], crop[0, 0])  # corners repeat the crop's corners
+    np.testing.assert_array_equal(wide[7, 7], crop[3, 3])
+    np.testing.assert_array_equal(wide[0, 3], crop[0, 1])  # the top row repeats the crop's
+    np.testing.assert_array_equal(reframe(crop, 0.5), crop[1:3, 1:3])
+    with pytest.raises(ValueError, match="zoom"):
+        reframe(crop, 0.0)
+
+
+def test_reframe_of_a_crop_matches_crop_face_zoomed_out():
+    """Widening a cut-out face gives what cutting it wider from the photo gives, where the
+    photo's pixels are replicated borders too (a face at the photo's edge)."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    # A square centred on the photo and wider than it: past its edges both replicate them.
+    box = FaceBox(0, -100 * detect.BOX_CENTRE_OFFSET_Y, 100, 100 - 100 * detect.BOX_CENTRE_OFFSET_Y)
+    side = crop_square(box, use_landmarks=False)[2]
+    crop = crop_face(img, box, out_size=round(side), use_landmarks=False)
+    wider = crop_face(img, box, out_size=round(side * 1.2), zoom=1.2, use_landmarks=False)
+    np.testing.assert_array_equal(reframe(crop, 1.2)[1:-1, 1:-1], wider[1:-1, 1:-1])
 
 
 def test_crop_face_on_real_photo_uses_full_resolution(yunet, photos):

@@ -51,13 +51,17 @@ def test_cached_frozen_features_give_the_live_forward():
         torch.testing.assert_close(cached[key], live[key])
 
 
-def test_the_config_composes(tmp_path):
-    cfg = compose_train(["backbone=dlib_fused", "pretrained=false", "data.img_size=150"], tmp_path)
+def test_the_default_is_the_fused_recipe_and_from_scratch_one_override_away(tmp_path):
     from agefair.train import build_system
 
-    backbone = build_system(cfg).net.backbone
-    assert backbone.learned_size == 64 and backbone.frozen.num_features == 256
-    assert backbone.input_config.input_size == 150
+    system = build_system(compose_train(["pretrained=false"], tmp_path))
+    net = system.net
+    assert net.backbone.learned_size == 64 and net.backbone.frozen.num_features == 256
+    assert net.backbone.input_config.input_size == 150
+    assert system.input_config.framing == pytest.approx(1.085)  # dlib's chip
+    assert net.heads["gender"].fc[-1].in_features == net.backbone.frozen.num_features
+    scratch = build_system(compose_train(["experiment=from_scratch"], tmp_path))
+    assert scratch.net.backbone.name.startswith("cnn") and scratch.input_config.framing == 1
 
 
 def test_heads_can_read_one_branch_only():

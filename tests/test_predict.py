@@ -24,6 +24,7 @@ from agefair.detect import (
     StaticDetector,
     create_detector,
     crop_face,
+    reframe,
 )
 from agefair.imageio import ImageError, load_image
 from agefair.predict import (
@@ -278,6 +279,21 @@ def test_predict_crops_matches_the_training_path(centre, tiny_root):
         assert face.det_score is None and face.box == [0, 0, crop.shape[1], crop.shape[0]]
     with pytest.raises(ValueError, match="uint8"):
         centre.predict_crops([crops[0].astype(np.float32)])
+
+
+def test_framing_cuts_photos_and_given_crops_as_the_training_cache(tiny_ckpt, tiny_root):
+    box = FaceBox(60, 50, 140, 150)
+    plain = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector([box]))
+    wide = Predictor.from_checkpoint(tiny_ckpt, detector=StaticDetector([box]), framing=1.3)
+    assert plain.framing == 1.0 and wide.framing == 1.3  # the tiny CNN's own framing is 1
+    photo = np.random.default_rng(0).integers(0, 256, (240, 200, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        wide.extract_faces(photo).crops[0],
+        crop_face(photo, box, out_size=wide.cache_size, zoom=1.3),
+    )
+    utk = load_image(next((tiny_root / "UTKFace").glob("*_*_*_*.jpg.chip.jpg")))
+    ages = [p.predict_crops([c])[0].age for p, c in ((wide, utk), (plain, reframe(utk, 1.3)))]
+    assert ages[0] == pytest.approx(ages[1])
 
 
 def test_draw_predictions_labels_each_face(centre):

@@ -269,6 +269,7 @@ def test_multirun_with_a_failing_member(tmp_path, tiny_archive):
     run_module(
         "agefair.train",
         "-m",
+        "experiment=from_scratch",
         "backbone=tiny",
         "+backbone.width=4,0",
         "data.img_size=32",

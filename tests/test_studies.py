@@ -20,6 +20,7 @@ from tests.conftest import REPO, run_module
 pytestmark = pytest.mark.slow
 
 TINY = (
+    "experiment=from_scratch",
     "data.img_size=32",
     "data.batch_size=16",
     "trainer.fast_dev_run=true",

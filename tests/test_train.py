@@ -19,6 +19,7 @@ from agefair.train import build_datamodule, build_system
 from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO
 
 TINY = [
+    "experiment=from_scratch",
     "backbone=tiny",
     "data.img_size=32",
     "data.batch_size=16",
@@ -62,7 +63,7 @@ def run_train(args: list[str], tmp_path: Path, archive: Path) -> subprocess.Comp
     ],
 )
 def test_backbone_configs_instantiate(group, tmp_path):
-    cfg = compose_train([group], tmp_path)
+    cfg = compose_train(["experiment=from_scratch", group], tmp_path)
     model = build_system(cfg)
     out = model(torch.randn(2, 3, 64, 64))
     assert out["age"].shape == (2,) and out["race_logits"].shape == (2, 5)
@@ -80,6 +81,14 @@ def test_every_config_group_instantiates(tmp_path, tiny_archive):
     instantiate(cfg.logger)
     trainer = instantiate(cfg.trainer)
     assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_the_datamodule_frames_faces_like_the_backbone_unless_told(tmp_path, tiny_archive):
+    base = [*TINY, f"paths.archive={tiny_archive}", f"paths.data_dir={tmp_path}"]
+    dlib = [*base, "backbone=dlib_resnet", "pretrained=false"]
+    for overrides, framing in ((dlib, 1.085), ([*dlib, "data.framing=1.0"], 1.0), (base, 1.0)):
+        cfg = compose_train(overrides, tmp_path)
+        assert build_datamodule(cfg, build_system(cfg)).framing == pytest.approx(framing)
 
 
 def test_fast_dev_run_reports_rejects(tmp_path, tiny_archive):
@@ -155,9 +164,9 @@ def test_three_stage_ablation_swaps_in_the_bare_scripts_network(tmp_path):
     ).net.backbone
     assert len(net.stages) == 3 and net.stem[0].out_channels == 32 and net.num_features == 256
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(1.16e6, rel=0.02)
-    default = build_system(compose_train([], tmp_path)).net.backbone
-    assert len(default.stages) == 3 and default.stem[0].out_channels == 24
-    assert default.num_features == 192  # three quarters of the bare script's width
+    scratch = build_system(compose_train(["experiment=from_scratch"], tmp_path)).net.backbone
+    assert len(scratch.stages) == 3 and scratch.stem[0].out_channels == 24
+    assert scratch.num_features == 192  # three quarters of the bare script's width
 
 
 @pytest.mark.parametrize(

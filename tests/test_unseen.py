@@ -206,7 +206,8 @@ def test_training_scores_the_unseen_faces_too(tmp_path, tiny_archive, monkeypatc
     labels = write_labels(unseen, rows)
     run = tmp_path / "run"
     proc = run_module(
-        "agefair.train", "backbone=tiny", "data.img_size=32", "data.batch_size=16",
+        "agefair.train", "experiment=from_scratch", "backbone=tiny", "data.img_size=32",
+        "data.batch_size=16",
         "trainer.max_epochs=1", "callbacks.progress.refresh_rate=0",
         f"paths.archive={tiny_archive}", f"paths.data_dir={tmp_path / 'data'}",
         f"data.unseen={labels}", "data.unseen_limit=4", f"hydra.run.dir={run}",

@@ -2,9 +2,9 @@
 
 Decoding a 200x200 JPEG costs more than a small CNN's step on two cores, so training reads
 from this array instead. The cache is keyed by the file list, each file's size and mtime, the
-image size and the cache format, so it is reused by later runs and by every member of a sweep,
-and rebuilt when any of those change. Images that cannot be decoded are recorded as rejects in
-the cache's metadata, so later runs report them without decoding again.
+image size, the framing and the cache format, so it is reused by later runs and by every member
+of a sweep, and rebuilt when any of those change. Images that cannot be decoded are recorded as
+rejects in the cache's metadata, so later runs report them without decoding again.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from agefair.data.utkface import Reject
+from agefair.detect import reframe
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ class DecodedImages:
     path: Path
 
 
-def decode_image(path: str | Path, size: int) -> np.ndarray:
+def decode_image(path: str | Path, size: int, framing: float = 1.0) -> np.ndarray:
     """Decodes one image to RGB uint8 ``size x size x 3``.
+
+    ``framing`` re-cuts the image about its centre first (:func:`agefair.detect.reframe`): a
+    backbone pretrained on faces framed otherwise than UTKFace's crops gets its own framing.
 
     Raises:
         OSError or ValueError: for unreadable, truncated or non-image files.
@@ -56,7 +60,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
         if im.format == "JPEG":
             im.draft("RGB", (size, size))
         im = im.convert("RGB")  # forces a full decode: truncated files raise here
-        arr = np.asarray(im)
+        arr = reframe(np.asarray(im), framing)
     if arr.shape[:2] != (size, size):
         shrinking = arr.shape[0] > size
         arr = cv2.resize(
@@ -65,8 +69,9 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     return arr
 
 
-def _cache_key(root: Path, files: Sequence[str], size: int) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}:{size}".encode())
+def _cache_key(root: Path, files: Sequence[str], size: int, framing: float) -> str:
+    # Framing 1 keeps the key it had before framings existed, so those caches stay valid.
+    h = hashlib.sha1(f"v{CACHE_VERSION}:{size}{'' if framing == 1 else f':{framing}'}".encode())
     for f in files:
         st = (root / f).stat()
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -78,6 +83,7 @@ def _decode_into(
     root: Path,
     files: list[str],
     size: int,
+    framing: float,
     threads: int | None,
     progress: bool,
 ) -> tuple[np.ndarray, list[Reject]]:
@@ -87,7 +93,7 @@ def _decode_into(
 
     def work(i: int) -> str | None:
         try:
-            out[i] = decode_image(root / files[i], size)
+            out[i] = decode_image(root / files[i], size, framing)
             return None
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises all three on bad files
             return f"unreadable image: {type(err).__name__}: {err}"
@@ -111,6 +117,7 @@ def load_or_build_cache(
     size: int,
     cache_dir: str | Path,
     *,
+    framing: float = 1.0,
     threads: int | None = None,
     progress: bool = True,
 ) -> DecodedImages:
@@ -121,13 +128,18 @@ def load_or_build_cache(
         files: the images to decode, in the order of the array's rows.
         size: side of the square images in the cache.
         cache_dir: where the ``.npy`` array and its ``.json`` metadata live.
+        framing: side of each image's square in units of its own (:func:`decode_image`).
         threads: decoding threads (Pillow releases the GIL while decoding); default: all cores.
         progress: show a progress bar while building.
     """
     root, cache_dir = Path(root), Path(cache_dir)
     files = list(files)
-    key = _cache_key(root, files, size)
-    stem = cache_dir / f"images_{size}px_{key}"
+    if not framing > 0:
+        raise ValueError(f"framing must be positive, got {framing}")
+    key = _cache_key(root, files, size, framing)
+    # No dot in the name: with_suffix below would cut it there.
+    framed = "" if framing == 1 else f"_framing{framing:g}".replace(".", "p")
+    stem = cache_dir / f"images_{size}px{framed}_{key}"
     npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     if npy.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -143,13 +155,14 @@ def load_or_build_cache(
     out = np.lib.format.open_memmap(
         tmp_npy, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3)
     )
-    ok, rejects = _decode_into(out, root, files, size, threads, progress)
+    ok, rejects = _decode_into(out, root, files, size, framing, threads, progress)
     out.flush()
     del out  # closes the memory map before the rename
     os.replace(tmp_npy, npy)
     meta = {
         "version": CACHE_VERSION,
         "size": size,
+        "framing": framing,
         "files": len(files),
         "ok": ok.tolist(),
         "rejects": [r.__dict__ for r in rejects],

@@ -95,6 +95,10 @@ class UTKFaceDataModule(pl.LightningDataModule):
         train_size: side of the (augmented) training images, default ``img_size``. Smaller
             suits a fused backbone (``agefair.models.fused``): its frozen part reads the
             training images once, at ``img_size``, and its learned part trains at its own size.
+        framing: side of the square each image is cut to, in units of UTKFace's crop, before it
+            is cached (:func:`agefair.detect.reframe`; past the crop's edges its border is
+            replicated); 1 or None keeps UTKFace's framing. The predictor cuts faces out of
+            photos the same way (``crop_face(zoom=framing)``).
         batch_size: images per batch.
         num_workers: DataLoader worker processes.
         split: train/val/test fractions.
@@ -122,6 +126,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
         img_size: int = 64,
         cache_size: int | None = None,
         train_size: int | None = None,
+        framing: float | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
         split: Sequence[float] = (0.8, 0.1, 0.1),
@@ -143,6 +148,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
         self.data_dir = Path(data_dir)
         self.img_size = img_size
         self.cache_size = cache_size or img_size
+        self.framing = 1.0 if framing is None else float(framing)
         self.datasets: dict[str, FaceDataset] = {}
         self.prepared: PreparedData | None = None
         if balance not in (None, "race_gender"):
@@ -163,7 +169,11 @@ class UTKFaceDataModule(pl.LightningDataModule):
         root = self._image_root()
         records, name_rejects = scan_folder(root)
         decoded = load_or_build_cache(
-            root, [r.file for r in records], self.cache_size, self.data_dir / "cache"
+            root,
+            [r.file for r in records],
+            self.cache_size,
+            self.data_dir / "cache",
+            framing=self.framing,
         )
         good = [r for r, ok in zip(records, decoded.ok, strict=True) if ok]
         if self.hparams.unseen:

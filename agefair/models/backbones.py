@@ -33,6 +33,8 @@ class InputConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     input_size: int | None = None  # preferred side, ``None``: any
+    # Side of the face's square in units of UTKFace's crop: the framing pretrained weights saw.
+    framing: float = 1.0
 
 
 class Backbone(nn.Module):

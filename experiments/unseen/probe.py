@@ -91,86 +91,106 @@ def main(argv: list[str] | None = None) -> None:
     norm = net.input_config
     transform = build_transform("eval", SIZE, mean=norm.mean, std=norm.std)
 
-    dm = UTKFaceDataModule(archive=args.archive, data_dir=args.data_dir, img_size=SIZE)
-    dm.prepare_data()
-    dm.setup("fit")
-    images = dm.prepared.decoded.images
-    splits = {s: dm.split_table(s) for s in ("train", "val", "test")}
-    feats = {s: embed(net, [images[r] for r in t["row"]], transform) for s, t in splits.items()}
-
-    predictor = Predictor(
-        _Holder(net), detector=create_detector("yunet"), img_size=SIZE, mean=norm.mean, std=norm.std
-    )
     table = read_labels_csv(args.unseen)
-    crops, found, _ = extract_labelled_faces(predictor, args.unseen.parent, list(table["file"]))
-    unseen = embed(net, crops, transform)
     lo, hi = parse_age_groups(table["age_group"].astype(str))
+    detector = create_detector("yunet")
+
+    def features_at(framing: float):
+        """Every UTKFace split's and every unseen face's features, cut to ``framing``."""
+        dm = UTKFaceDataModule(
+            archive=args.archive, data_dir=args.data_dir, img_size=SIZE, framing=framing
+        )
+        dm.prepare_data()
+        dm.setup("fit")
+        images = dm.prepared.decoded.images
+        feats = {s: embed(net, [images[r] for r in t["row"]], transform) for s, t in splits(dm)}
+        predictor = Predictor(
+            _Holder(net), detector=detector, img_size=SIZE, mean=norm.mean, std=norm.std,
+            framing=framing,
+        )  # fmt: skip
+        crops, found, _ = extract_labelled_faces(predictor, args.unseen.parent, list(table["file"]))
+        return feats, embed(net, crops, transform), found, dm
 
     rows = []
-    for kind in ("pooled", "embedding"):
-        mu = feats["train"][kind].mean(0)
-        sd = feats["train"][kind].std(0) + 1e-6
-        z = {s: ((f[kind] - mu) / sd).astype(np.float32) for s, f in feats.items()}
-        zu = ((unseen[kind] - mu) / sd).astype(np.float32)
-        preds = {}
-        for task, classes in (("gender", 2), ("race", 5)):
-            y = splits["train"][task].to_numpy()
-            best = max(
-                (fit_softmax(z["train"], y, l2, classes) for l2 in L2),
-                key=lambda m: (
-                    m(torch.as_tensor(z["val"])).argmax(1).numpy() == splits["val"][task].to_numpy()
-                ).mean(),  # fmt: skip
-            )
-            with torch.no_grad():
-                preds[task] = {
-                    "test": best(torch.as_tensor(z["test"])).argmax(1).numpy(),
-                    "unseen": best(torch.as_tensor(zu)).argmax(1).numpy(),
-                }
-        ages = splits["train"]["age"].to_numpy(float)
-        w = min(
-            (fit_ridge(z["train"], ages, l2) for l2 in L2),
-            key=lambda w: np.abs(ridge_predict(w, z["val"]) - splits["val"]["age"]).mean(),
-        )
-        test = splits["test"].assign(
-            age_pred=np.clip(ridge_predict(w, z["test"]), 0, 116),
-            gender_pred=preds["gender"]["test"],
-            race_pred=preds["race"]["test"],
-        )
-        t = headline_metrics(test)
-        full_pred = {
-            k: np.full(len(table), MISSED, float) for k in ("gender_pred", "race_pred", "age")
-        }
-        full_pred["gender_pred"][found] = preds["gender"]["unseen"]
-        full_pred["race_pred"][found] = preds["race"]["unseen"]
-        age = np.full(len(table), np.nan)
-        age[found] = np.clip(ridge_predict(w, zu), 0, 116)
-        u = headline_metrics(
-            table.assign(
-                age=0,
-                age_pred=0,
-                gender_pred=full_pred["gender_pred"],
-                race_pred=full_pred["race_pred"],
-            )
-        )
-        rows.append(
-            {
-                "features": f"dlib_resnet {kind} ({feats['train'][kind].shape[1]}), frozen",
-                "test/age_mae": t["age_mae"],
-                "test/gender_acc": t["gender_acc"],
-                "test/race_acc": t["race_acc"],
-                "unseen/gender_acc": u["gender_acc"],
-                "unseen/race_acc": u["race_acc"],
-                "unseen/race_acc_balanced": u["race_acc_balanced"],
-                "unseen/race_recall_Others": u["race_recall_Others"],
-                "unseen/age_group_acc": float(np.mean(age_group_distance(lo, hi, age) == 0)),
-                "unseen/missed": int((~found).sum()),
-                "unseen/n": len(table),
-            }
-        )
+    # dlib's own chip framing (the backbone's), then UTKFace's: what the framing buys.
+    for framing, kinds in ((norm.framing, ("pooled", "embedding")), (1.0, ("pooled",))):
+        feats, unseen, found, dm = features_at(framing)
+        split_tables = dict(splits(dm))
+        for kind in kinds:
+            rows.append(
+                readouts(feats, unseen, found, kind, split_tables, table, (lo, hi))
+                | {"features": f"dlib_resnet {kind} ({feats['train'][kind].shape[1]}), frozen"
+                   f", {'UTKFace' if framing == 1 else 'dlib chip'} framing (x{framing:g})"}
+            )  # fmt: skip
     out = pd.DataFrame(rows)
+    out = out[["features", *[c for c in out.columns if c != "features"]]]
     out.to_csv(HERE / "probe.csv", index=False)
     print(out.to_string())
     print(f"{time.perf_counter() - start:.0f} s")
+
+
+def splits(dm: UTKFaceDataModule):
+    return [(s, dm.split_table(s)) for s in ("train", "val", "test")]
+
+
+def readouts(feats, unseen, found, kind, splits, table, age_groups) -> dict:
+    """Linear read-outs of one kind of features, fitted on UTKFace's training split (L2 chosen
+    on its validation split), scored on its test split and on the unseen faces."""
+    lo, hi = age_groups
+    mu = feats["train"][kind].mean(0)
+    sd = feats["train"][kind].std(0) + 1e-6
+    z = {s: ((f[kind] - mu) / sd).astype(np.float32) for s, f in feats.items()}
+    zu = ((unseen[kind] - mu) / sd).astype(np.float32)
+    preds = {}
+    for task, classes in (("gender", 2), ("race", 5)):
+        y = splits["train"][task].to_numpy()
+        best = max(
+            (fit_softmax(z["train"], y, l2, classes) for l2 in L2),
+            key=lambda m: (
+                m(torch.as_tensor(z["val"])).argmax(1).numpy() == splits["val"][task].to_numpy()
+            ).mean(),  # fmt: skip
+        )
+        with torch.no_grad():
+            preds[task] = {
+                "test": best(torch.as_tensor(z["test"])).argmax(1).numpy(),
+                "unseen": best(torch.as_tensor(zu)).argmax(1).numpy(),
+            }
+    ages = splits["train"]["age"].to_numpy(float)
+    w = min(
+        (fit_ridge(z["train"], ages, l2) for l2 in L2),
+        key=lambda w: np.abs(ridge_predict(w, z["val"]) - splits["val"]["age"]).mean(),
+    )
+    test = splits["test"].assign(
+        age_pred=np.clip(ridge_predict(w, z["test"]), 0, 116),
+        gender_pred=preds["gender"]["test"],
+        race_pred=preds["race"]["test"],
+    )
+    t = headline_metrics(test)
+    full_pred = {k: np.full(len(table), MISSED, float) for k in ("gender_pred", "race_pred", "age")}
+    full_pred["gender_pred"][found] = preds["gender"]["unseen"]
+    full_pred["race_pred"][found] = preds["race"]["unseen"]
+    age = np.full(len(table), np.nan)
+    age[found] = np.clip(ridge_predict(w, zu), 0, 116)
+    u = headline_metrics(
+        table.assign(
+            age=0,
+            age_pred=0,
+            gender_pred=full_pred["gender_pred"],
+            race_pred=full_pred["race_pred"],
+        )
+    )
+    return {
+        "test/age_mae": t["age_mae"],
+        "test/gender_acc": t["gender_acc"],
+        "test/race_acc": t["race_acc"],
+        "unseen/gender_acc": u["gender_acc"],
+        "unseen/race_acc": u["race_acc"],
+        "unseen/race_acc_balanced": u["race_acc_balanced"],
+        "unseen/race_recall_Others": u["race_recall_Others"],
+        "unseen/age_group_acc": float(np.mean(age_group_distance(lo, hi, age) == 0)),
+        "unseen/missed": int((~found).sum()),
+        "unseen/n": len(table),
+    }
 
 
 class _Holder(torch.nn.Module):

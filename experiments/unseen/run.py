@@ -43,13 +43,18 @@ COLUMNS = (
 
 
 def overrides(run: Path) -> str:
-    """The command-line overrides of a run: what its lever is."""
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return "(defaults)"
-    skip = ("hydra.", "data.unseen=", "paths.")
-    kept = [o for o in OmegaConf.load(path) if not str(o).startswith(skip)]
-    return " ".join(f"`{o}`" for o in kept) or "(defaults)"
+    """What a run's lever is: its experiment, then its other command-line overrides.
+
+    A run from before the from-scratch recipe became ``experiment=from_scratch`` recorded no
+    experiment (it was the root config's groups alone, which that experiment is).
+    """
+    hydra = run / ".hydra"
+    choice = OmegaConf.select(
+        OmegaConf.load(hydra / "hydra.yaml"), "hydra.runtime.choices.experiment"
+    )
+    skip = ("hydra.", "data.unseen=", "paths.", "experiment=")
+    kept = [o for o in OmegaConf.load(hydra / "overrides.yaml") if not str(o).startswith(skip)]
+    return " ".join(f"`{o}`" for o in [f"experiment={choice or 'from_scratch'}", *kept])
 
 
 def cells(r: pd.Series) -> dict[str, str]:
@@ -66,7 +71,9 @@ def lever_table(runs: list[Path]) -> str:
     rows = []
     for run in runs:
         r = pd.read_csv(run / "results.csv").iloc[0]
-        row = {"run": run.name, "overrides": overrides(run), **cells(r)}
+        # Runs from before framings existed cut faces as UTKFace does.
+        framing = r.get("framing", 1.0)
+        row = {"run": run.name, "overrides": overrides(run), "framing": f"{framing:g}", **cells(r)}
         row["train min"] = f"{r['train_time_s'] / 60:.1f}"
         rows.append(row)
     return to_markdown(pd.DataFrame(rows))
