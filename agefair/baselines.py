@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agefair.group_metrics import GENDERS
+from agefair.labels import GENDERS
+from agefair.registry import Registry
 
 INSTALL_HINT = "pip install -e '.[baselines]'"
 
@@ -149,14 +150,14 @@ class AgeAndGenderBaseline:
 
 
 #: Every baseline by the name ``baseline.name`` selects.
-BASELINES = {AgeAndGenderBaseline.name: AgeAndGenderBaseline}
+BASELINES: Registry[type[AgeAndGenderBaseline]] = Registry(
+    "baseline", {AgeAndGenderBaseline.name: AgeAndGenderBaseline}
+)
 
 
 def create_baseline(name: str, **options: Any) -> AgeAndGenderBaseline:
     """The baseline registered as ``name``, built with its options (``face_box=...``)."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; known: {sorted(BASELINES)}")
-    return BASELINES[name](**options)
+    return BASELINES.create(name, **options)
 
 
 def fallback_counts(preds: pd.DataFrame) -> dict[str, int]:

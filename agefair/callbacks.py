@@ -4,6 +4,7 @@ smaller training images in the first epochs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -22,18 +23,23 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def plain_training_features(
-    trainer: pl.Trainer, pl_module: pl.LightningModule, network: nn.Module
+    trainer: pl.Trainer,
+    pl_module: pl.LightningModule,
+    network: nn.Module,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``network``'s features of every training image without augmentation, in the training
-    set's order (a batch's ``index`` picks its rows): what a frozen network gives each epoch."""
+    set's order (a batch's ``index`` picks its rows): what a frozen network gives each epoch.
+    ``features`` computes them in place of calling ``network`` (which is put in eval mode)."""
     dm = trainer.datamodule
     train = dm.datasets["train"]
     plain = FaceDataset(train.images, train.table, dm.transform("val"))
     loader = DataLoader(plain, batch_size=dm.hparams.batch_size, num_workers=0)
     was_training = network.training
     network.eval()
+    features = features or network
     feats = [
-        network(pl_module._prepare(b["image"].to(pl_module.device)))
+        features(pl_module._prepare(b["image"].to(pl_module.device)))
         for b in tqdm(loader, desc="Frozen features", leave=False)
     ]
     network.train(was_training)

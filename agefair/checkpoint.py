@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agefair.models.base import AgeFairModule
 
@@ -62,6 +62,10 @@ def load_system(
         raise CheckpointError(f"{path} holds a {system}, not the {expect_system} asked for")
     cfg = OmegaConf.create(meta["config"])
     _no_downloads(cfg.model)
+    if "data" in cfg and "framing" not in cfg.data:
+        # Written before faces were cut to a backbone's framing: they were all cut as UTKFace's.
+        with open_dict(cfg):
+            cfg.data.framing = 1.0
     model: AgeFairModule = instantiate(cfg.model, _convert_="all")
     if type(model).__name__ != system:
         raise CheckpointError(

@@ -33,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from agefair.registry import Registry
+
 __all__ = [
     "BOX_CENTRE_OFFSET_Y",
     "CROP_SCALE",
@@ -46,6 +48,7 @@ __all__ = [
     "YUNET_FILENAME",
     "YUNET_SHA256",
     "YUNET_URL",
+    "DETECTORS",
     "CentreDetector",
     "DlibHogDetector",
     "FaceBox",
@@ -843,22 +846,22 @@ class CentreDetector:
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
-_REGISTRY: dict[str, Callable[..., FaceDetector]] = {}
+DETECTORS: Registry[Callable[..., FaceDetector]] = Registry("face detector")
 
 
 def register_detector(name: str, factory: Callable[..., FaceDetector]) -> None:
     """Makes ``create_detector(name, **kwargs)`` call ``factory(**kwargs)``.
 
     Args:
-        name: Registry key (lower case by convention).
+        name: Registry key (lower case by convention); registered once.
         factory: A class or function returning a :class:`FaceDetector`.
     """
-    _REGISTRY[name] = factory
+    DETECTORS.register(name, factory)
 
 
 def available_detectors() -> list[str]:
     """Names accepted by :func:`create_detector`, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(DETECTORS)
 
 
 def create_detector(name: str = "yunet", **kwargs: Any) -> FaceDetector:
@@ -875,13 +878,7 @@ def create_detector(name: str = "yunet", **kwargs: Any) -> FaceDetector:
     Raises:
         ValueError: If ``name`` is unknown; the message lists the known names.
     """
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown face detector {name!r}; known: {', '.join(available_detectors())}"
-        ) from None
-    return factory(**kwargs)
+    return DETECTORS.create(name, **kwargs)
 
 
 register_detector("yunet", YuNetDetector)

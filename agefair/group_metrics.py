@@ -23,11 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Kept here (not imported from ``agefair.data``) so that evaluation stays importable without the
-# data stack; the values match ``agefair.data.utkface`` and the UTKFace file-name convention.
-GENDERS = ("male", "female")
-RACES = ("White", "Black", "Asian", "Indian", "Others")
-AGE_BANDS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 200))
+from agefair.labels import AGE_BANDS, GENDERS, RACES
+
 AGE_BAND_LABELS = tuple(
     f"{lo}+" if i == len(AGE_BANDS) - 1 else f"{lo}-{hi}" for i, (lo, hi) in enumerate(AGE_BANDS)
 )

@@ -10,7 +10,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from agefair.data.utkface import GENDERS, RACES
+from agefair.labels import GENDERS, RACES
 
 # Direction of "better" for each metric: sweeps optimise ``val/<metric>_best``.
 HIGHER_IS_BETTER = {

@@ -37,7 +37,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from agefair.checkpoint import CheckpointError, load_system
 from agefair.data.transforms import build_transform
-from agefair.data.utkface import GENDERS, RACES
 from agefair.detect import (
     FaceBox,
     FaceDetector,
@@ -55,6 +54,7 @@ from agefair.imageio import (
     image_size,
     load_image,
 )
+from agefair.labels import GENDERS, RACES
 from agefair.models.base import AgeFairModule
 
 __all__ = [
@@ -97,7 +97,7 @@ class FacePrediction:
         age_sd: The model's own spread of the estimate in years; None if its head has none.
         gender: ``"male"`` or ``"female"``.
         gender_p: Probability of ``gender``.
-        race: The most probable of ``agefair.data.utkface.RACES``.
+        race: The most probable of ``agefair.labels.RACES``.
         race_p: Probability of each of the five ethnicity classes, by name.
     """
 

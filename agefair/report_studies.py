@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from agefair.registry import Registry
 from agefair.report_plots import bars, objective_trace, pareto
 from agefair.report_tables import (
     COSTS,
@@ -323,10 +324,13 @@ def transfer_study(inp: StudyInput) -> list[str]:
     return sections
 
 
-STUDIES: dict[str, Callable[[StudyInput], list[str]]] = {
-    "generic": generic_study,
-    "compare_approaches": compare_study,
-    "complexity_sweep": complexity_study,
-    "hparam_search": hparam_study,
-    "transfer": transfer_study,
-}
+STUDIES: Registry[Callable[[StudyInput], list[str]]] = Registry(
+    "study",
+    {
+        "generic": generic_study,
+        "compare_approaches": compare_study,
+        "complexity_sweep": complexity_study,
+        "hparam_search": hparam_study,
+        "transfer": transfer_study,
+    },
+)

@@ -21,7 +21,6 @@ from typing import Any
 
 import pandas as pd
 
-from agefair.data.utkface import GENDERS, RACES
 from agefair.group_metrics import (
     BOOTSTRAP_METRICS,
     TABLE_METRICS,
@@ -32,6 +31,7 @@ from agefair.group_metrics import (
     headline_metrics,
     plot_confusion,
 )
+from agefair.labels import GENDERS, RACES
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,8 @@ from agefair.data.transforms import (
 )
 from agefair.detect import FaceBox
 from agefair.evaluate import load_for_evaluation, predict_frame, split_faces
-from agefair.group_metrics import GENDERS, RACES, group_table, headline_metrics
+from agefair.group_metrics import group_table, headline_metrics
+from agefair.labels import GENDERS, RACES
 from agefair.models.base import AgeFairModule
 from agefair.predict import Predictor
 from agefair.robustness_report import (

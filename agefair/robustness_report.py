@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agefair.group_metrics import RACES
+from agefair.labels import RACES
 from agefair.report_tables import replace_section, to_markdown
 
 __all__ = [

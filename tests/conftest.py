@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny UTKFace-like folder and archive generated on the fly, real-data paths."""
+"""Shared fixtures and helpers: a tiny UTKFace-like folder and archive generated on the fly,
+the tiny checkpoint, real-data paths, the tiny training overrides, generated pictures."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 from PIL import Image
+
+from agefair.detect import YUNET_ENV_VAR, YUNET_FILENAME
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -127,3 +135,65 @@ def train_tiny_checkpoint(base: Path, archive: Path) -> Path:
 def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
     """A checkpoint of a tiny system trained for one epoch on the tiny archive."""
     return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by several test modules
+# --------------------------------------------------------------------------------------------
+TINY = [
+    "experiment=from_scratch",
+    "backbone=tiny",
+    "data.img_size=32",
+    "data.batch_size=16",
+    "callbacks.progress.refresh_rate=0",
+]
+
+
+def compose_train(overrides: list[str], out_dir: Path):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.hydra.runtime.output_dir = str(out_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def evaluate_cli(*args: str) -> tuple[dict, str]:
+    """Runs ``python -m agefair.evaluate``; returns its last-line JSON and all its output."""
+    cmd = [sys.executable, "-m", "agefair.evaluate", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout + proc.stderr
+
+
+PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", SHARED / "photos"))
+YUNET = Path(os.environ.get(YUNET_ENV_VAR, SHARED / "models" / YUNET_FILENAME))
+
+
+def photos_dir() -> Path:
+    """The real test photos; skips when they are absent."""
+    if not (PHOTOS / "two_people.jpg").is_file():
+        pytest.skip(f"real test photos not found in {PHOTOS}: set AGEFAIR_PHOTOS")
+    return PHOTOS
+
+
+def yunet_path() -> Path:
+    """The YuNet model file; skips when it is absent."""
+    if not YUNET.is_file():
+        pytest.skip(f"YuNet model not found at {YUNET}: set {YUNET_ENV_VAR}")
+    return YUNET
+
+
+def textured(width: int, height: int, seed: int = 0, grain: int | None = None) -> np.ndarray:
+    """A smooth random picture with detail about ``grain`` pixels across (default: coarse)."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 36, 3) if grain is None else (height // grain, width // grain, 3)
+    small = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC))
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from agefair.app import create_app  # noqa: E402
 from agefair.detect import CentreDetector, StaticDetector, create_detector  # noqa: E402
 from agefair.predict import Predictor  # noqa: E402
-from tests.test_predict import (  # noqa: E402
+from tests.conftest import (  # noqa: E402
     jpeg_bytes,
     photos_dir,
     textured,

@@ -19,7 +19,8 @@ from agefair.baselines import (
     MissingBaselineError,
     create_baseline,
 )
-from agefair.group_metrics import GENDERS, headline_metrics
+from agefair.group_metrics import headline_metrics
+from agefair.labels import GENDERS
 from agefair.results import write_split_outputs
 from tests.conftest import REPO, SHARED, face_image, run_module, write_tiny_utkface
 

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_module
-from tests.test_train import TINY
+from tests.conftest import TINY, run_module
 
 
 @pytest.mark.slow

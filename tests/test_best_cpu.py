@@ -13,8 +13,7 @@ from hydra.utils import instantiate
 from agefair.complexity import count_params
 from agefair.models.base import race_class_weights
 from agefair.models.multitask import MultiTaskNet
-from tests.conftest import REPO, load_script, run_module
-from tests.test_train import TINY, compose_train
+from tests.conftest import REPO, TINY, compose_train, load_script, run_module
 
 
 def test_race_class_weights_follow_the_power_and_average_one():

@@ -30,7 +30,7 @@ playwright_api = pytest.importorskip(
 from agefair.app import create_app  # noqa: E402
 from agefair.detect import create_detector  # noqa: E402
 from agefair.predict import Predictor  # noqa: E402
-from tests.test_predict import photos_dir, train_tiny_checkpoint, yunet_path  # noqa: E402
+from tests.conftest import photos_dir, yunet_path  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("AGEFAIR_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -57,11 +57,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
 
 
 @pytest.fixture(scope="module")

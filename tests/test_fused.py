@@ -7,7 +7,7 @@ import torch
 
 from agefair.models.backbones import create_backbone
 from agefair.models.multitask import MultiTaskModule, MultiTaskNet
-from tests.test_train import compose_train
+from tests.conftest import compose_train
 
 
 def fused(**kwargs):
@@ -100,3 +100,31 @@ def test_head_inputs_name_a_task_and_a_part():
         MultiTaskNet(fused(), head_inputs={"gender": "frozn"})
     with pytest.raises(ValueError, match="keys must be among the tasks"):
         MultiTaskNet(fused(), head_inputs={"hair": "frozen"})
+
+
+def test_frame_inside_widens_only_the_frozen_branchs_view(monkeypatch):
+    backbone = fused(learned_size=16, frame_inside=True)
+    assert backbone.frozen_zoom == 1.0  # tiny declares UTKFace's framing: nothing to widen
+    dlib = create_backbone(
+        "fused",
+        frozen={"name": "dlib_resnet", "pretrained": False},
+        learned={"name": "tiny", "width": 4},
+        frame_inside=True,
+    )
+    assert dlib.frozen_zoom == pytest.approx(1.085) and dlib.input_config.framing == 1.0
+    ramp = torch.linspace(0, 1, 150)
+    images = (ramp[None, :] + 0 * ramp[:, None]).expand(1, 3, 150, 150).contiguous()
+    view = dlib.frozen_view(images)
+    assert view.shape == images.shape
+    # The input shrunk by 150 / 162 about its centre inside 6-pixel replicated margins: each
+    # pixel of the view spans 162 / 150 of the input's.
+    slope = (view[0, 0, 75, 100] - view[0, 0, 75, 50]) / (
+        images[0, 0, 75, 100] - images[0, 0, 75, 50]
+    )
+    assert slope.item() == pytest.approx(162 / 150, abs=0.01)
+    assert view[0, 0, 75, 75].item() == pytest.approx(images[0, 0, 75, 75].item(), abs=0.01)
+    assert view[0, 0, :, 0].max().item() == pytest.approx(0.0, abs=1e-6)  # the edge, repeated
+    seen = []
+    monkeypatch.setattr(dlib.frozen, "forward", lambda x: seen.append(x) or x.mean((2, 3)))
+    dlib.frozen_features(images)
+    torch.testing.assert_close(seen[0], view)

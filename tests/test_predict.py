@@ -12,13 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from agefair.checkpoint import CheckpointError
-from agefair.data.utkface import GENDERS, RACES
+from agefair.checkpoint import CheckpointError, load_system
 from agefair.detect import (
     BOX_CENTRE_OFFSET_Y,
     CROP_SCALE,
     YUNET_ENV_VAR,
-    YUNET_FILENAME,
     CentreDetector,
     FaceBox,
     StaticDetector,
@@ -27,6 +25,7 @@ from agefair.detect import (
     reframe,
 )
 from agefair.imageio import ImageError, load_image
+from agefair.labels import GENDERS, RACES
 from agefair.predict import (
     CKPT_ENV_VAR,
     FacePrediction,
@@ -38,28 +37,7 @@ from agefair.predict import (
     main,
     run_checkpoint,
 )
-from tests.conftest import SHARED, train_tiny_checkpoint  # noqa: F401 (app tests import it)
-
-PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", SHARED / "photos"))
-YUNET = Path(os.environ.get(YUNET_ENV_VAR, SHARED / "models" / YUNET_FILENAME))
-
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers (test_app.py and test_browser.py use them too; the tiny checkpoint is in
-# conftest.py)
-# --------------------------------------------------------------------------------------------
-def photos_dir() -> Path:
-    """The real test photos; skips when they are absent."""
-    if not (PHOTOS / "two_people.jpg").is_file():
-        pytest.skip(f"real test photos not found in {PHOTOS}: set AGEFAIR_PHOTOS")
-    return PHOTOS
-
-
-def yunet_path() -> Path:
-    """The YuNet model file; skips when it is absent."""
-    if not YUNET.is_file():
-        pytest.skip(f"YuNet model not found at {YUNET}: set {YUNET_ENV_VAR}")
-    return YUNET
+from tests.conftest import jpeg_bytes, photos_dir, textured, yunet_path
 
 
 def check_face(face: FacePrediction, width: int, height: int) -> None:
@@ -88,20 +66,6 @@ def yunet_predictor(tiny_ckpt) -> Predictor:
     return Predictor.from_checkpoint(
         tiny_ckpt, detector=create_detector("yunet", model_path=yunet_path())
     )
-
-
-def textured(width: int, height: int, seed: int = 0, grain: int | None = None) -> np.ndarray:
-    """A smooth random picture with detail about ``grain`` pixels across (default: coarse)."""
-    rng = np.random.default_rng(seed)
-    shape = (24, 36, 3) if grain is None else (height // grain, width // grain, 3)
-    small = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
-    return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC))
-
-
-def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +116,15 @@ def test_from_checkpoint_without_any_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match="make train"):
         Predictor.from_checkpoint(detector=CentreDetector())
+
+
+def test_checkpoints_from_before_framings_keep_utkfaces(tiny_ckpt, tmp_path):
+    stored = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)
+    assert stored["agefair"]["config"]["data"]["framing"] is None  # now: the backbone's own
+    del stored["agefair"]["config"]["data"]["framing"]
+    torch.save(stored, tmp_path / "old.ckpt")
+    assert load_system(tmp_path / "old.ckpt")[1].data.framing == 1.0
+    assert load_system(tiny_ckpt)[1].data.framing is None
 
 
 def test_foreign_and_broken_checkpoints_are_refused_clearly(tmp_path):

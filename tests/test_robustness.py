@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ from agefair.checkpoint import load_system
 from agefair.data.datamodule import FaceDataset
 from agefair.data.transforms import PRESETS, EvalPreset, build_transform
 from agefair.detect import YUNET_ENV_VAR, FaceBox
-from agefair.group_metrics import RACES
+from agefair.labels import RACES
 from agefair.robustness import (
     GridPoint,
     PointEvaluator,
@@ -32,8 +31,7 @@ from agefair.robustness_report import (
     thresholds,
     update_report,
 )
-from tests.test_predict import train_tiny_checkpoint, yunet_path
-from tests.test_systems import evaluate_cli
+from tests.conftest import evaluate_cli, yunet_path
 
 # Small grids through the command line, so the study of a tiny model stays a few seconds.
 SMALL = [
@@ -53,11 +51,6 @@ SMALL_STUDY = {
     "strengths": [1.0],
     "detector": "centre",
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory, tiny_archive) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory.getbasetemp(), tiny_archive)
 
 
 # ------------------------------------------------------------------------------------ the grid

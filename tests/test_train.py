@@ -10,31 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 from agefair.train import build_datamodule, build_system
-from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO
-
-TINY = [
-    "experiment=from_scratch",
-    "backbone=tiny",
-    "data.img_size=32",
-    "data.batch_size=16",
-    "callbacks.progress.refresh_rate=0",
-]
-
-
-def compose_train(overrides: list[str], out_dir: Path):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO, TINY, compose_train
 
 
 def run_train(args: list[str], tmp_path: Path, archive: Path) -> subprocess.CompletedProcess:

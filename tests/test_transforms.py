@@ -286,7 +286,7 @@ def test_grayscale_has_equal_channels(image):
 
 # ----------------------------------------------------------------------------- errors, grids
 def test_bad_arguments_are_explained():
-    with pytest.raises(ValueError, match="known: train, eval, resolution, face_fraction, filter"):
+    with pytest.raises(ValueError, match="known: eval, face_fraction, filter, resolution, train"):
         build_transform("sparkle", 64)
     with pytest.raises(ValueError, match="known: none, grayscale, sepia"):
         build_transform("filter", 64, name="oil-paint")

@@ -16,8 +16,7 @@ from agefair.data.other_faces import UnseenDataError, check_disjoint, read_label
 from agefair.detect import YUNET_ENV_VAR, CentreDetector, FaceBox, create_detector
 from agefair.predict import Predictor
 from agefair.unseen import MISSED, labelled_face, score_unseen, summary_line
-from tests.conftest import SHARED, UNSEEN_LABELS, run_module
-from tests.test_predict import photos_dir, yunet_path
+from tests.conftest import SHARED, UNSEEN_LABELS, photos_dir, run_module, yunet_path
 
 
 def write_labels(folder: Path, rows: list[dict]) -> Path:

@@ -44,8 +44,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from PIL import Image, UnidentifiedImageError
 
 from agefair.checkpoint import CheckpointError
-from agefair.data.utkface import GENDERS, RACES
 from agefair.imageio import DEFAULT_MAX_PIXELS, ImageError, image_size
+from agefair.labels import GENDERS, RACES
 from agefair.predict import Predictor
 
 __all__ = ["DEFAULT_MAX_BYTES", "UploadLimit", "create_app", "main", "running", "serve"]

@@ -18,13 +18,13 @@ from agefair.data.cache import DecodedImages, load_or_build_cache
 from agefair.data.other_faces import check_disjoint
 from agefair.data.transforms import build_transform
 from agefair.data.utkface import (
-    RACES,
     Reject,
     find_image_root,
     load_or_make_manifest,
     safe_extract,
     scan_folder,
 )
+from agefair.labels import RACES
 
 log = logging.getLogger(__name__)
 

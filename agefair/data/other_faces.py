@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agefair.data.utkface import GENDERS, RACES
+from agefair.labels import GENDERS, RACES
 
 
 class UnseenDataError(ValueError):

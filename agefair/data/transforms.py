@@ -38,6 +38,8 @@ import cv2
 import numpy as np
 import torch
 
+from agefair.registry import Registry
+
 __all__ = [
     "FACE_FRACTIONS",
     "FILTERS",
@@ -603,13 +605,16 @@ class FilterPreset(Preset):
 
 
 # ----------------------------------------------------------------------------- registry, grids
-PRESETS: dict[str, type[Preset]] = {
-    "train": TrainPreset,
-    "eval": EvalPreset,
-    "resolution": ResolutionPreset,
-    "face_fraction": FaceFractionPreset,
-    "filter": FilterPreset,
-}
+PRESETS: Registry[type[Preset]] = Registry(
+    "transform preset",
+    {
+        "train": TrainPreset,
+        "eval": EvalPreset,
+        "resolution": ResolutionPreset,
+        "face_fraction": FaceFractionPreset,
+        "filter": FilterPreset,
+    },
+)
 
 
 def build_transform(name: str, img_size: int, /, **kwargs: Any) -> Preset:
@@ -631,9 +636,7 @@ def build_transform(name: str, img_size: int, /, **kwargs: Any) -> Preset:
         TypeError: an argument the preset does not take, or a required one missing (the message
             lists the arguments the preset takes).
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown transform preset {name!r}; known: {', '.join(PRESETS)}")
-    cls = PRESETS[name]
+    cls = PRESETS.lookup(name)
     params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # past self, img_size
     accepted = [p.name for p in params]
     unknown = sorted(set(kwargs) - set(accepted))

@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agefair.labels import AGE_BANDS, MAX_AGE, RACES
+
 log = logging.getLogger(__name__)
 
-GENDERS = ("male", "female")
-RACES = ("White", "Black", "Asian", "Indian", "Others")
-MAX_AGE = 116
-AGE_BANDS = ((0, 12), (13, 19), (20, 39), (40, 59), (60, 200))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "val", "test")
 MANIFEST_VERSION = 1

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from agefair.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -265,19 +267,7 @@ def _download_torchvision_weights(weights) -> dict:
 
 
 # ---------------------------------------------------------------------------- registry
-@dataclass
-class _Registry:
-    constructors: dict[str, Callable[..., Backbone]] = field(default_factory=dict)
-
-    def register(self, name: str) -> Callable:
-        def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-            self.constructors[name] = fn
-            return fn
-
-        return deco
-
-
-BACKBONES = _Registry()
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
 
 
 @BACKBONES.register("cnn")
@@ -326,7 +316,7 @@ def register_backbone(name: str) -> Callable:
 
 
 def list_backbones() -> list[str]:
-    return sorted(BACKBONES.constructors) + ["timm:<model name>"]
+    return sorted(BACKBONES) + ["timm:<model name>"]
 
 
 def create_backbone(name: str, **kwargs) -> Backbone:
@@ -337,8 +327,8 @@ def create_backbone(name: str, **kwargs) -> Backbone:
     """
     if name.startswith("timm:"):
         backbone: Backbone = TimmBackbone(name.removeprefix("timm:"), **kwargs)
-    elif name in BACKBONES.constructors:
-        backbone = BACKBONES.constructors[name](**kwargs)
+    elif name in BACKBONES:
+        backbone = BACKBONES.create(name, **kwargs)
     else:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     backbone.name = name

@@ -22,8 +22,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
-from agefair.data.utkface import RACES
 from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
+from agefair.labels import RACES
 from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
 from agefair.models.tta import view_count, views

@@ -15,9 +15,17 @@ Training serves the frozen branch from a cache that
 :class:`~agefair.models.multitask.MultiTaskModule` fills as training starts: its features of
 each training image, computed once without augmentation, while the learned branch sees the
 augmented image. Evaluation and inference compute both live, on every test-time view.
+
+A frozen network learned from faces framed its own way (dlib's chips are wider than UTKFace's
+crops) can get that framing in two ways: the whole input is cut to it (the backbone declares
+the frozen network's ``framing``, and the data and the predictor follow), or, with
+``frame_inside``, the input keeps UTKFace's framing for the learned branch and the frozen branch
+widens its own view inside the model, replicating the input's border pixels.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +44,13 @@ class FusedBackbone(Backbone):
             its parameters never train.
         learned: registry arguments of the learned backbone (``{"name": "cnn", ...}``).
         learned_size: side the learned backbone sees its input at.
+        frame_inside: the input keeps UTKFace's framing and only the frozen branch's view is
+            widened to the frozen network's framing (see the module docstring).
     """
 
-    def __init__(self, frozen: dict, learned: dict, learned_size: int = 64) -> None:
+    def __init__(
+        self, frozen: dict, learned: dict, learned_size: int = 64, frame_inside: bool = False
+    ) -> None:
         super().__init__()
         self.frozen = create_backbone(**dict(frozen))
         self.learned = create_backbone(**dict(learned))
@@ -46,6 +58,10 @@ class FusedBackbone(Backbone):
         self.learned_size = int(learned_size)
         self.num_features = self.frozen.num_features + self.learned.num_features
         self.input_config = self.frozen.input_config
+        self.frozen_zoom = 1.0
+        if frame_inside:
+            self.frozen_zoom = self.input_config.framing
+            self.input_config = dataclasses.replace(self.input_config, framing=1.0)
         self.pretrained = getattr(self.frozen, "pretrained", False)
 
     def train(self, mode: bool = True) -> FusedBackbone:
@@ -56,7 +72,17 @@ class FusedBackbone(Backbone):
     @torch.no_grad()
     def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen branch's features (what the cache holds)."""
-        return self.frozen(images)
+        return self.frozen(self.frozen_view(images))
+
+    def frozen_view(self, images: torch.Tensor) -> torch.Tensor:
+        """The input as the frozen branch sees it: widened by ``frozen_zoom`` about its centre
+        (border pixels replicated, as :func:`agefair.detect.reframe` does), same size."""
+        if self.frozen_zoom == 1:
+            return images
+        size = images.shape[-2:]
+        pad = [round(s * (self.frozen_zoom - 1) / 2) for s in size]
+        wide = F.pad(images, (pad[1], pad[1], pad[0], pad[0]), mode="replicate")
+        return F.interpolate(wide, size=size, mode="bilinear", antialias=True)
 
     def learned_features(self, images: torch.Tensor) -> torch.Tensor:
         """The learned branch's features of the input shrunk to ``learned_size``."""

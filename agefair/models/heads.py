@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NUM_AGES = 117  # ages 0..116, the range of UTKFace labels
+from agefair.labels import NUM_AGES
+from agefair.registry import Registry
+
 AGE_MEAN, AGE_STD = 33.0, 20.0  # rough UTKFace statistics: keeps regression targets near unit scale
 
 
@@ -135,15 +137,16 @@ class OrdinalAgeHead(nn.Module):
         return F.binary_cross_entropy_with_logits(out["age_logits"], levels)
 
 
-AGE_HEADS: dict[str, Callable[..., nn.Module]] = {
-    "regression": RegressionAgeHead,
-    "expectation": ExpectationAgeHead,
-    "ordinal": OrdinalAgeHead,
-}
+AGE_HEADS: Registry[Callable[..., nn.Module]] = Registry(
+    "age head",
+    {
+        "regression": RegressionAgeHead,
+        "expectation": ExpectationAgeHead,
+        "ordinal": OrdinalAgeHead,
+    },
+)
 
 
 def create_age_head(name: str, in_features: int, **kwargs) -> nn.Module:
     """Builds an age head by name (``regression``, ``expectation`` or ``ordinal``)."""
-    if name not in AGE_HEADS:
-        raise ValueError(f"unknown age head {name!r}; known: {', '.join(AGE_HEADS)}")
-    return AGE_HEADS[name](in_features, **kwargs)
+    return AGE_HEADS.create(name, in_features, **kwargs)

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agefair.data.utkface import GENDERS, RACES
+from agefair.labels import GENDERS, NUM_AGES, RACES
 from agefair.models.backbones import Backbone
 from agefair.models.base import AgeFairModule
-from agefair.models.heads import NUM_AGES
 
 SHAPE = (len(GENDERS), len(RACES), NUM_AGES)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agefair.data.utkface import GENDERS, RACES
+from agefair.labels import GENDERS, RACES
 from agefair.models.backbones import Backbone
 from agefair.models.base import AgeFairModule
 from agefair.models.fused import PARTS, FusedBackbone
@@ -131,7 +131,7 @@ class MultiTaskModule(AgeFairModule):
             from agefair.callbacks import plain_training_features  # the data stack, on use
 
             self.frozen_branch_features = plain_training_features(
-                self.trainer, self, backbone.frozen
+                self.trainer, self, backbone.frozen, backbone.frozen_features
             )
 
     def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:

@@ -35,7 +35,6 @@ from PIL import Image
 
 from agefair.checkpoint import load_system
 from agefair.data.cache import decode_image
-from agefair.data.utkface import GENDERS, RACES
 from agefair.detect import (
     CROP_SCALE,
     LANDMARK_TEMPLATE,
@@ -44,6 +43,7 @@ from agefair.detect import (
     crop_face,
     crop_square,
 )
+from agefair.labels import GENDERS, RACES
 from agefair.predict import FacePrediction, Predictor, default_checkpoint, describe_checkpoint
 from agefair.report_tables import replace_section, to_markdown
 from agefair.train import build_datamodule

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from agefair.data.utkface import GENDERS, RACES
 from agefair.group_metrics import proportion_ci
+from agefair.labels import GENDERS, RACES
 from agefair.report_tables import replace_section, to_markdown, with_ci
 
 HERE = Path(__file__).resolve().parent
