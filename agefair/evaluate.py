@@ -186,8 +186,9 @@ def external_faces(
 
 
 def split_faces(datamodule: Any, split: str, size: int, transform) -> FaceDataset:
-    """One split of the datamodule's manifest decoded at ``size`` px (cached beside the
-    training cache), for a system that reads other pixels than the training cache holds."""
+    """One split of the datamodule's manifest decoded at ``size`` px and cut to its framing
+    (cached beside the training cache), for a system that reads other pixels than the training
+    cache holds."""
     datamodule.prepare_data()
     dataset, _ = external_dataset(
         datamodule.prepared.image_root,
@@ -195,6 +196,7 @@ def split_faces(datamodule: Any, split: str, size: int, transform) -> FaceDatase
         size,
         Path(datamodule.data_dir) / "cache",
         transform,
+        datamodule.framing,
     )
     return dataset
 
