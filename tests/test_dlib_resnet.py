@@ -20,6 +20,7 @@ from agefair.models.dlib_resnet import (
     default_weights_path,
     read_dlib_weights,
 )
+from tests.conftest import hide_package
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HAVE_WEIGHTS = importlib.util.find_spec("face_recognition_models") is not None
@@ -88,12 +89,7 @@ def test_registry_and_config():
 
 
 def test_missing_package_names_the_install(monkeypatch):
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *args: None if name == "face_recognition_models" else find_spec(name, *args),
-    )
+    hide_package(monkeypatch, "face_recognition_models")
     with pytest.raises(ImportError, match="pip install face_recognition_models"):
         create_backbone("dlib_resnet")
 
