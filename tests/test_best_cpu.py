@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from agefair.complexity import count_params
 from agefair.models.base import race_class_weights
 from agefair.models.multitask import MultiTaskNet
+from agefair.training.complexity import count_params
 from tests.conftest import REPO, TINY, compose_train, load_script, run_module
 
 

@@ -28,8 +28,8 @@ playwright_api = pytest.importorskip(
 )
 
 from agefair.app import create_app  # noqa: E402
-from agefair.detect import create_detector  # noqa: E402
-from agefair.predict import Predictor  # noqa: E402
+from agefair.inference.detect import create_detector  # noqa: E402
+from agefair.inference.predictor import Predictor  # noqa: E402
 from tests.conftest import photos_dir, yunet_path  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("AGEFAIR_CHROMIUM", "/usr/bin/chromium"))

@@ -1,4 +1,4 @@
-"""Tests for agefair.complexity on tiny generated models (CPU, well under a second each)."""
+"""Tests for agefair.training.complexity on tiny generated models (CPU, under a second each)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from agefair.complexity import count_params, format_complexity, measure_complexity
+from agefair.training.complexity import count_params, format_complexity, measure_complexity
 
 FAST = {"repeats": 3, "warmup": 1}
 

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from agefair.train import build_datamodule, build_system
+from agefair.training.build import build_datamodule, build_system
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRIMARY = ("train", "eval", "bench")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from agefair.detect import (
+from agefair.inference.detect import (
     LANDMARK_TEMPLATE,
     YUNET_ENV_VAR,
     CentreDetector,
@@ -22,7 +22,7 @@ from agefair.detect import (
     crop_frame,
     crop_square,
 )
-from agefair.predict import NoCheckpointError, Predictor, default_checkpoint
+from agefair.inference.predictor import NoCheckpointError, Predictor, default_checkpoint
 from tests.conftest import REPO, SHARED, load_script, real_archive
 
 study = load_script("experiments/crop_framing/run.py", "crop_framing_study")

@@ -1,4 +1,4 @@
-"""Tests of agefair.detect: detectors on real photos, model-file handling, cropping."""
+"""Tests of agefair.inference.detect: detectors on real photos, model-file handling, cropping."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agefair import detect
-from agefair.detect import (
+from agefair.inference import detect
+from agefair.inference.detect import (
     CROP_SCALE,
     LANDMARK_TEMPLATE,
     PAD_FRACTION,
@@ -34,7 +34,7 @@ from agefair.detect import (
     landmark_problem,
     reframe,
 )
-from agefair.imageio import load_image
+from agefair.inference.imageio import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", REPO.parent / "shared" / "photos"))

@@ -52,7 +52,7 @@ def test_cached_frozen_features_give_the_live_forward():
 
 
 def test_the_default_is_the_fused_recipe_and_from_scratch_one_override_away(tmp_path):
-    from agefair.train import build_system
+    from agefair.training.build import build_system
 
     system = build_system(compose_train(["pretrained=false"], tmp_path))
     net = system.net

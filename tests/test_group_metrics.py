@@ -1,4 +1,4 @@
-"""Tests for agefair.group_metrics on small hand-computed and generated prediction tables."""
+"""Tests for agefair.evaluation.groups on small hand-computed and generated prediction tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agefair import group_metrics as gm
+from agefair.evaluation import groups as gm
 
 
 def _preds(**cols: list) -> pd.DataFrame:

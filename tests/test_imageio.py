@@ -1,4 +1,4 @@
-"""Tests of agefair.imageio on images generated in a temporary folder."""
+"""Tests of agefair.inference.imageio on images generated in a temporary folder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from agefair.imageio import ImageError, image_size, load_image
+from agefair.inference.imageio import ImageError, image_size, load_image
 
 
 def _halves(width: int = 40, height: int = 20) -> Image.Image:

@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agefair.checkpoint import CheckpointError, load_system
-from agefair.detect import (
+from agefair.inference.detect import (
     BOX_CENTRE_OFFSET_Y,
     CROP_SCALE,
     YUNET_ENV_VAR,
@@ -24,9 +23,8 @@ from agefair.detect import (
     crop_face,
     reframe,
 )
-from agefair.imageio import ImageError, load_image
-from agefair.labels import GENDERS, RACES
-from agefair.predict import (
+from agefair.inference.imageio import ImageError, load_image
+from agefair.inference.predictor import (
     CKPT_ENV_VAR,
     FacePrediction,
     NoCheckpointError,
@@ -37,6 +35,8 @@ from agefair.predict import (
     main,
     run_checkpoint,
 )
+from agefair.labels import GENDERS, RACES
+from agefair.models.checkpoint import CheckpointError, load_system
 from tests.conftest import jpeg_bytes, photos_dir, textured, yunet_path
 
 
@@ -316,7 +316,7 @@ def test_exif_rotated_phone_photo(yunet_predictor, tiny_ckpt):
 
 
 def test_dog_photo_gives_no_face(yunet_predictor):
-    # YuNet scores one dog's face 0.855; its landmarks make no human face (agefair.detect).
+    # YuNet scores one dog's face 0.855; its landmarks make no human face (inference.detect).
     assert yunet_predictor(photos_dir() / "no_faces_dogs.jpg") == []
 
 

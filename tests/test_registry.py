@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from agefair.baselines import BASELINES
 from agefair.data.transforms import PRESETS
-from agefair.detect import DETECTORS
+from agefair.evaluation.baselines import BASELINES
+from agefair.inference.detect import DETECTORS
 from agefair.models.backbones import BACKBONES
 from agefair.models.heads import AGE_HEADS
 from agefair.registry import Registry
-from agefair.report_studies import STUDIES
+from agefair.reporting.studies import STUDIES
 
 REGISTRIES = (BACKBONES, AGE_HEADS, DETECTORS, PRESETS, BASELINES, STUDIES)
 

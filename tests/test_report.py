@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from agefair.report import main, markdown_table
-from agefair.report_plots import pareto_mask, short_label
-from agefair.report_studies import STUDIES, smallest_reaching
-from agefair.report_tables import budget_line
-from agefair.sweep_results import aggregate_seeds, collect, distinct_labels
+from agefair.reporting.plots import pareto_mask, short_label
+from agefair.reporting.report import main, markdown_table
+from agefair.reporting.studies import STUDIES, smallest_reaching
+from agefair.reporting.sweep_results import aggregate_seeds, collect, distinct_labels
+from agefair.reporting.tables import budget_line
 from tests.conftest import run_module
 
 BUDGET = {

@@ -9,12 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agefair.checkpoint import load_system
 from agefair.data.datamodule import FaceDataset
 from agefair.data.transforms import PRESETS, EvalPreset, build_transform
-from agefair.detect import YUNET_ENV_VAR, FaceBox
-from agefair.labels import RACES
-from agefair.robustness import (
+from agefair.evaluation.robustness import (
     GridPoint,
     PointEvaluator,
     detection_picture,
@@ -23,7 +20,7 @@ from agefair.robustness import (
     run_grid,
     score,
 )
-from agefair.robustness_report import (
+from agefair.evaluation.robustness_analysis import (
     curve_name,
     format_threshold,
     read_results,
@@ -31,6 +28,9 @@ from agefair.robustness_report import (
     thresholds,
     update_report,
 )
+from agefair.inference.detect import YUNET_ENV_VAR, FaceBox
+from agefair.labels import RACES
+from agefair.models.checkpoint import load_system
 from tests.conftest import evaluate_cli, yunet_path
 
 # Small grids through the command line, so the study of a tiny model stays a few seconds.

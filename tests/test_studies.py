@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agefair.report import main
-from agefair.report_studies import THRESHOLDS
+from agefair.reporting.report import main
+from agefair.reporting.studies import THRESHOLDS
 from tests.conftest import REPO, run_module
 
 pytestmark = pytest.mark.slow

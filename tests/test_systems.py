@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from agefair.callbacks import ProgressiveResize
-from agefair.checkpoint import CheckpointError, load_system
 from agefair.models.backbones import create_backbone
 from agefair.models.base import AgeFairModule
+from agefair.models.checkpoint import CheckpointError, load_system
 from agefair.models.heads import AGE_HEADS, ExpectationAgeHead
-from agefair.train import build_system, fit_and_test
+from agefair.training.build import build_system
+from agefair.training.callbacks import ProgressiveResize
+from agefair.training.train import fit_and_test
 from tests.conftest import CORRUPT_NAME, REPO, TINY, compose_train, evaluate_cli
 
 MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from agefair.train import build_datamodule, build_system
+from agefair.training.build import build_datamodule, build_system
 from tests.conftest import BAD_NAMES, CORRUPT_NAME, REPO, TINY, compose_train
 
 

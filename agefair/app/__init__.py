@@ -1,4 +1,5 @@
-"""The web app: one page to upload a photo, and a JSON API over :class:`agefair.predict.Predictor`.
+"""The web app: one page to upload a photo, and a JSON API over
+:class:`agefair.inference.predictor.Predictor`.
 
     agefair serve                      # http://127.0.0.1:8000, newest checkpoint under outputs/
 

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from agefair.data.utkface import Reject
-from agefair.detect import reframe
+from agefair.inference.detect import reframe
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ class DecodedImages:
 def decode_image(path: str | Path, size: int, framing: float = 1.0) -> np.ndarray:
     """Decodes one image to RGB uint8 ``size x size x 3``.
 
-    ``framing`` re-cuts the image about its centre first (:func:`agefair.detect.reframe`): a
-    backbone pretrained on faces framed otherwise than UTKFace's crops gets its own framing.
+    ``framing`` re-cuts the image about its centre first
+    (:func:`agefair.inference.detect.reframe`): a backbone pretrained on faces framed otherwise
+    than UTKFace's crops gets its own framing.
 
     Raises:
         OSError or ValueError: for unreadable, truncated or non-image files.

@@ -96,7 +96,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
             suits a fused backbone (``agefair.models.fused``): its frozen part reads the
             training images once, at ``img_size``, and its learned part trains at its own size.
         framing: side of the square each image is cut to, in units of UTKFace's crop, before it
-            is cached (:func:`agefair.detect.reframe`; past the crop's edges its border is
+            is cached (:func:`agefair.inference.detect.reframe`; past the crop's edges its border is
             replicated); 1 or None keeps UTKFace's framing. The predictor cuts faces out of
             photos the same way (``crop_face(zoom=framing)``).
         batch_size: images per batch.
@@ -114,7 +114,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
             equally often; ``None`` samples uniformly.
         pin_memory: forwarded to the loaders.
         unseen: a labels CSV of faces from another data set that every run scores its model on
-            (``agefair.unseen``); ``prepare_data`` refuses training images that are among
+            (``agefair.evaluation.unseen``); ``prepare_data`` refuses training images that are among
             them. None: no such set.
         unseen_limit: score at most this many of them (a seeded sample; None: all).
     """

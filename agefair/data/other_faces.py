@@ -1,8 +1,9 @@
 """Labelled photos of another data set: reading their labels, and keeping them out of training.
 
 A ``labels.csv`` beside the photos names each one and its labels (:func:`read_labels_csv`);
-:mod:`agefair.unseen` scores a model on them. Such a set chooses between models, so it must
-never be trained on: :func:`check_disjoint` refuses a training set that holds any of its images.
+:mod:`agefair.evaluation.unseen` scores a model on them. Such a set chooses between models, so it
+must never be trained on: :func:`check_disjoint` refuses a training set that holds any of its
+images.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
-from agefair.group_metrics import flat_group_metrics, group_gaps, group_table
+from agefair.evaluation.groups import flat_group_metrics, group_gaps, group_table
+from agefair.evaluation.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.labels import RACES
-from agefair.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.models.backbones import Backbone, InputConfig
 from agefair.models.tta import view_count, views
 
@@ -375,7 +375,7 @@ class AgeFairModule(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         if self.hparams.freeze_backbone_epochs > 0:
-            from agefair.callbacks import FreezeBackbone
+            from agefair.training.callbacks import FreezeBackbone
 
             return [
                 FreezeBackbone(

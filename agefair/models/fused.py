@@ -76,7 +76,7 @@ class FusedBackbone(Backbone):
 
     def frozen_view(self, images: torch.Tensor) -> torch.Tensor:
         """The input as the frozen branch sees it: widened by ``frozen_zoom`` about its centre
-        (border pixels replicated, as :func:`agefair.detect.reframe` does), same size."""
+        (border pixels replicated, as :func:`agefair.inference.detect.reframe` does), same size."""
         if self.frozen_zoom == 1:
             return images
         size = images.shape[-2:]

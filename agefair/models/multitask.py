@@ -128,7 +128,7 @@ class MultiTaskModule(AgeFairModule):
     def on_train_epoch_start(self) -> None:
         backbone = self.net.backbone
         if isinstance(backbone, FusedBackbone) and self.frozen_branch_features is None:
-            from agefair.callbacks import plain_training_features  # the data stack, on use
+            from agefair.training.callbacks import plain_training_features  # the data stack, on use
 
             self.frozen_branch_features = plain_training_features(
                 self.trainer, self, backbone.frozen, backbone.frozen_features

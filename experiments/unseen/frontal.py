@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from agefair.detect import create_detector
-from agefair.imageio import load_image
+from agefair.inference.detect import create_detector
+from agefair.inference.imageio import load_image
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from agefair.group_metrics import proportion_ci
+from agefair.evaluation.groups import proportion_ci
 from agefair.labels import GENDERS, RACES
-from agefair.report_tables import replace_section, to_markdown, with_ci
+from agefair.reporting.tables import replace_section, to_markdown, with_ci
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
@@ -96,7 +96,7 @@ def group_tables(run: Path) -> str:
     r_ok = (p["race"] == p["race_pred"]).to_numpy()
     age_ok = None
     if "age_group" in p.columns:
-        from agefair.group_metrics import age_group_distance, parse_age_groups
+        from agefair.evaluation.groups import age_group_distance, parse_age_groups
 
         lo, hi = parse_age_groups(p["age_group"].astype(str))
         age_ok = age_group_distance(lo, hi, p["age_pred"].to_numpy()) == 0

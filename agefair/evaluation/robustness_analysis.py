@@ -1,9 +1,9 @@
 """The robustness study's report: thresholds, plots and the markdown summary.
 
 Everything here reads the study's table (``robustness.csv``, one row per model and grid point,
-see :mod:`agefair.robustness`), so a report can be redrawn from the CSVs alone::
+see :mod:`agefair.evaluation.robustness`), so a report can be redrawn from the CSVs alone::
 
-    python -m agefair.robustness_report experiments/robustness
+    python -m agefair.evaluation.robustness_analysis experiments/robustness
 
 :func:`thresholds` turns a table into the lowest resolution and the smallest face fraction at
 which each metric stays within a tolerance of its clean value; :func:`summary_markdown` writes
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from agefair.labels import RACES
-from agefair.report_tables import replace_section, to_markdown
+from agefair.reporting.tables import replace_section, to_markdown
 
 __all__ = [
     "THRESHOLD_CURVES",
@@ -190,7 +190,7 @@ def curve_name(family: str, variant: str) -> str:
 
 # ---------------------------------------------------------------------------------------- plots
 def _figure(n_panels: int) -> tuple[Any, list[Any]]:
-    # Figure without pyplot, as agefair.group_metrics.plot_confusion: no global state.
+    # Figure without pyplot, as agefair.evaluation.groups.plot_confusion: no global state.
     from matplotlib.figure import Figure
 
     cols = 2
@@ -471,9 +471,9 @@ def summary_markdown(
 
     Args:
         frame: the study's rows, one or more models.
-        infos: one dict per model (its ``info.json``, see :func:`agefair.robustness.run_study`).
-        tolerance: relative tolerance of "within" (see :func:`thresholds`).
-        plots: family -> link of its plot, shown above its table.
+        infos: one dict per model (its ``info.json``, see
+        :func:`agefair.evaluation.robustness.run_study`). tolerance: relative tolerance of "within"
+        (see :func:`thresholds`). plots: family -> link of its plot, shown above its table.
 
     Returns:
         The markdown text (level-3 headings), thresholds computed by :func:`thresholds`.
@@ -579,8 +579,8 @@ def write_outputs(
     Args:
         folder: where the files go.
         frame: the study's rows (one or more models).
-        infos: one dict per model (its ``info.json``, see :func:`agefair.robustness.run_study`).
-        tolerance: relative tolerance of "within".
+        infos: one dict per model (its ``info.json``, see
+        :func:`agefair.evaluation.robustness.run_study`). tolerance: relative tolerance of "within".
         link_prefix: prefix of the plots' links in the summary (their folder relative to where
             the summary is read).
     """
@@ -652,7 +652,8 @@ def update_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agefair.robustness_report REPORT_DIR``: redraws a report from its CSVs."""
+    """``python -m agefair.evaluation.robustness_analysis REPORT_DIR``: redraws a report from its
+    CSVs."""
     parser = argparse.ArgumentParser(description=render_report.__doc__.splitlines()[0])
     parser.add_argument("report_dir", type=Path, help="e.g. experiments/robustness")
     parser.add_argument("--tolerance", type=float, default=0.1, help="0.1: within 10%%")

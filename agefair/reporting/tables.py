@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agefair.report_plots import std_column
+from agefair.reporting.plots import std_column
 
 #: Accuracy columns of every study's table: results column -> table header.
 METRICS = {

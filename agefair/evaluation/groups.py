@@ -6,7 +6,8 @@ called ``preds`` throughout, is a pandas DataFrame with one row per image and th
 
 * ``age`` (true age in years), ``gender`` (0 male, 1 female), ``race`` (0-4, see ``RACES``);
 * ``age_pred`` (float years), ``gender_pred`` and ``race_pred`` (ints; ``race_pred`` is NaN
-  for a system that does not predict race, whose race metrics ``agefair.results`` leaves out).
+  for a system that does not predict race, whose race metrics ``agefair.training.results`` leaves
+  out).
 
 Extra columns are ignored. Per-group numbers are plain means over the group's rows, so the
 n-weighted mean of the groups of any partition (race, gender, race x gender, age band) is exactly

@@ -13,8 +13,8 @@ every point of four grids, each through the transform presets of :mod:`agefair.d
 * ``input_size``: the model fed a larger input than it was trained at (1.5x, 2x);
 * ``face_fraction``: the face covering a fraction of a larger picture, given to the model
   ``as_is`` (the whole picture at the input size) and ``detected`` (the picture goes through
-  the prediction path of :class:`agefair.predict.Predictor`: its face detector and face crop,
-  then the eval transform). A picture where the detector finds no face on the placed face
+  the prediction path of :class:`agefair.inference.predictor.Predictor`: its face detector and face
+  crop, then the eval transform). A picture where the detector finds no face on the placed face
   counts as not found: the metrics of that point are computed on the found faces, and
   ``found_rate`` says how many that was;
 * ``filter``: every photo filter at each strength, and no filter.
@@ -24,9 +24,9 @@ prediction, age MAE, mean signed age error (prediction minus truth), gender and 
 overall and per race (``age_mae_White``, ``gender_acc_Asian`` ...). The run folder also gets
 ``thresholds.csv`` (the lowest resolution and the smallest face fraction at which each metric
 stays within a tolerance of its clean value, read from that table), the plots and
-``summary.md``, all made by :mod:`agefair.robustness_report`; with ``study.report_dir`` the
-results are also filed under ``<report_dir>/results/<model>/`` and the plots and the README
-section of that folder are redrawn from every model filed there.
+``summary.md``, all made by :mod:`agefair.evaluation.robustness_analysis`; with
+``study.report_dir`` the results are also filed under ``<report_dir>/results/<model>/`` and the
+plots and the README section of that folder are redrawn from every model filed there.
 """
 
 from __future__ import annotations
@@ -58,21 +58,22 @@ from agefair.data.transforms import (
     build_transform,
     study_grid,
 )
-from agefair.detect import FaceBox
-from agefair.evaluate import load_for_evaluation, predict_frame, split_faces
-from agefair.group_metrics import group_table, headline_metrics
-from agefair.labels import GENDERS, RACES
-from agefair.models.base import AgeFairModule
-from agefair.predict import Predictor
-from agefair.robustness_report import (
+from agefair.evaluation.groups import group_table, headline_metrics
+from agefair.evaluation.predictions import predict_frame
+from agefair.evaluation.robustness_analysis import (
     curve_name,
     format_threshold,
     thresholds,
     update_report,
     write_outputs,
 )
+from agefair.evaluation.sources import load_for_evaluation, split_faces
+from agefair.inference.detect import FaceBox
+from agefair.inference.predictor import Predictor
+from agefair.labels import GENDERS, RACES
+from agefair.models.base import AgeFairModule
 
-log = logging.getLogger("agefair.robustness")
+log = logging.getLogger("agefair.evaluation.robustness")
 
 __all__ = [
     "FAMILIES",
@@ -271,7 +272,7 @@ def score(preds: pd.DataFrame, n: int, failed: int = 0) -> dict[str, float]:
     """The metrics of one grid point.
 
     Args:
-        preds: one row per image that got a prediction (see :mod:`agefair.group_metrics`).
+        preds: one row per image that got a prediction (see :mod:`agefair.evaluation.groups`).
         n: images the point was evaluated on, including those without a prediction.
         failed: images whose picture could not be made (an error, not a missed face).
 
@@ -339,7 +340,7 @@ class PointEvaluator:
         batch_size: images per forward pass.
         precision: the training precision (``bf16...`` evaluates under bfloat16 autocast).
         detector: the detector of the detected face-fraction curve (a name for
-            :func:`agefair.detect.create_detector` or an instance); None for none.
+            :func:`agefair.inference.detect.create_detector` or an instance); None for none.
         cache_size: side of the detector's crops before the eval transform (the training
             cache's side, as in the prediction path); None means ``img_size``.
     """
@@ -377,7 +378,7 @@ class PointEvaluator:
 
         Raises:
             ValueError: no detector is configured.
-            agefair.detect.ModelFileError: the detector's model file is missing.
+            agefair.inference.detect.ModelFileError: the detector's model file is missing.
         """
         if self.detector is None:
             raise ValueError("no detector configured for the detected curve")

@@ -3,8 +3,8 @@
 A model that scores well on UTKFace's test split, cut like its training data, can still fail on
 a person's own photo. This module measures that: each labelled photo of another data set (a
 ``labels.csv``, see :mod:`agefair.data.other_faces`; e.g. ``../shared/data/fairface_dev``)
-goes through :class:`agefair.predict.Predictor` as an upload to the app would: the detector
-finds the faces, the labelled one is taken (:func:`labelled_face`), it is framed like the
+goes through :class:`agefair.inference.predictor.Predictor` as an upload to the app would: the
+detector finds the faces, the labelled one is taken (:func:`labelled_face`), it is framed like the
 training crops and the model predicts with its test-time views. A photo in which no face is
 found counts as wrong for every task, and the misses are counted (``missed``), so a detector
 that gives up on hard photos cannot flatter the figures.
@@ -26,13 +26,13 @@ import torch
 from tqdm.auto import tqdm
 
 from agefair.data.other_faces import read_labels_csv, select
-from agefair.group_metrics import (
+from agefair.evaluation.groups import (
     age_group_distance,
     age_group_metrics,
     parse_age_groups,
     proportion_ci,
 )
-from agefair.imageio import ImageError
+from agefair.inference.imageio import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def extract_labelled_faces(
     """The labelled face of each photo, cut out by the predictor's detect-and-crop path.
 
     Args:
-        predictor: An :class:`agefair.predict.Predictor`.
+        predictor: An :class:`agefair.inference.predictor.Predictor`.
         root: The folder the file names are relative to.
         files: The photos.
         progress: Show a progress bar.
@@ -137,10 +137,10 @@ def score_unseen(
     """Scores a predictor on a labelled folder of another data set; writes its outputs.
 
     Writes ``predictions_unseen.csv``, ``groups_unseen.csv``, ``gaps_unseen.csv`` and the
-    confusion matrices into ``out_dir`` (see :mod:`agefair.results`).
+    confusion matrices into ``out_dir`` (see :mod:`agefair.training.results`).
 
     Args:
-        predictor: An :class:`agefair.predict.Predictor` (detector, framing and model).
+        predictor: An :class:`agefair.inference.predictor.Predictor` (detector, framing and model).
         labels: The labels CSV (:func:`agefair.data.other_faces.read_labels_csv`).
         out_dir: The run folder.
         limit: Score a seeded random sample of at most this many photos (a quick look).
@@ -152,7 +152,7 @@ def score_unseen(
         outside the group, over found faces) when the labels have age groups, ``n`` photos
         and ``missed`` (photos without a found face, all counted as wrong).
     """
-    from agefair.results import write_split_outputs  # results imports the model stack
+    from agefair.training.results import write_split_outputs  # results imports the model stack
 
     labels = Path(labels)
     table = select(read_labels_csv(labels), limit)

@@ -1,8 +1,9 @@
 """The members of Hydra multiruns as one frame: results rows, overrides, labels, seeds pooled.
 
-Every member's ``results.csv`` (see ``agefair.results``) becomes one row, beside the member's
-overrides, its label (its swept overrides) and values of its ``.hydra/config.yaml``. Members that
-differ only by ``seed`` are pooled by :func:`aggregate_seeds` into their mean and spread.
+Every member's ``results.csv`` (see ``agefair.training.results``) becomes one row, beside the
+member's overrides, its label (its swept overrides) and values of its ``.hydra/config.yaml``.
+Members that differ only by ``seed`` are pooled by :func:`aggregate_seeds` into their mean and
+spread.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from agefair.report_plots import std_column
-from agefair.results import config_hash
+from agefair.reporting.plots import std_column
+from agefair.training.results import config_hash
 
 SEED_KEY = "seed"
 #: Overrides that leave what is trained unchanged: where files are, how progress prints.

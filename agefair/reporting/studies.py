@@ -12,8 +12,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from agefair.registry import Registry
-from agefair.report_plots import bars, objective_trace, pareto
-from agefair.report_tables import (
+from agefair.reporting.plots import bars, objective_trace, pareto
+from agefair.reporting.sweep_results import ok_configs, override_key, sweep_config
+from agefair.reporting.tables import (
     COSTS,
     GENERIC_LEAD,
     HEADERS,
@@ -25,7 +26,6 @@ from agefair.report_tables import (
     members_table,
     to_markdown,
 )
-from agefair.sweep_results import ok_configs, override_key, sweep_config
 
 #: The complexity study's accuracy targets, per task: the smallest model reaching each is chosen
 #: on the validation split and its test figure reported beside it. They span from what a

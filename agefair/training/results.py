@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from agefair.group_metrics import (
+from agefair.evaluation.groups import (
     BOOTSTRAP_METRICS,
     TABLE_METRICS,
     bootstrap_ci,
@@ -50,7 +50,7 @@ def write_split_outputs(
     Args:
         out_dir: the run folder.
         split: name used in the file names (``test``, ``val``, ``labels`` ...).
-        preds: one row per image (see :mod:`agefair.group_metrics`).
+        preds: one row per image (see :mod:`agefair.evaluation.groups`).
         age: False when the true ages are unknown (only age groups): age metrics are left out.
         race: False when the system does not predict race (a pretrained age and gender model):
             race metrics are left out rather than reported as 0, and no race confusion matrix is
@@ -72,7 +72,8 @@ def write_split_outputs(
     for task, labels in (("gender", GENDERS), ("race", RACES)):
         if task in unscored:
             continue
-        # A photo without a prediction (no face found, agefair.unseen) has no cell to count in.
+        # A photo without a prediction (no face found, agefair.evaluation.unseen) has no cell to
+        # count in.
         known = preds[f"{task}_pred"].between(0, len(labels) - 1)
         cm = confusion_matrix(preds[task][known], preds[f"{task}_pred"][known], len(labels))
         plot_confusion(cm, labels, f"{task} ({split})", out_dir / f"confusion_{task}_{split}.png")

@@ -1,0 +1,793 @@
+"""Age, gender and ethnicity for every face in a photo, and the ``agefair predict`` command.
+
+    agefair predict photo.jpg                     # a table per photo, newest checkpoint
+    agefair predict a.jpg b.png --json            # JSON on stdout
+    agefair predict photo.jpg --out boxes.jpg     # also draw the boxes and labels
+    agefair predict *.jpg --out-dir annotated/ --ckpt outputs/train/runs/.../epoch009.ckpt
+
+From Python::
+
+    predictor = Predictor.from_checkpoint()       # newest checkpoint under outputs/
+    for face in predictor("photo.jpg"):
+        print(face.box, face.age, face.gender, face.race)
+
+The path of a photo is the path the training crops took: a detector finds each face, the face
+is cut out framed like UTKFace's aligned crops (:func:`agefair.inference.detect.crop_face`) at the
+size the training cache stored (``data.cache_size``, else ``data.img_size``), then the evaluation
+transform resizes and normalises it and the model sees every face of the photo in one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from agefair.data.transforms import build_transform
+from agefair.inference.detect import (
+    FaceBox,
+    FaceDetector,
+    available_detectors,
+    create_detector,
+    crop_face,
+    crop_square,
+    reframe,
+)
+from agefair.inference.imageio import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    ImageSource,
+    describe_source,
+    image_size,
+    load_image,
+)
+from agefair.labels import GENDERS, RACES
+from agefair.models.base import AgeFairModule
+from agefair.models.checkpoint import CheckpointError, load_system
+
+__all__ = [
+    "CKPT_ENV_VAR",
+    "DETECT_SIDE",
+    "FaceCrops",
+    "FacePrediction",
+    "PhotoPrediction",
+    "Predictor",
+    "default_checkpoint",
+    "run_checkpoint",
+    "describe_checkpoint",
+    "draw_predictions",
+    "format_label",
+    "main",
+]
+
+#: Environment variable naming the checkpoint to use when none is passed.
+CKPT_ENV_VAR = "AGEFAIR_CKPT"
+#: Longer side at which large photos are decoded for detection. The detectors shrink their input
+#: further anyway (YuNet to 640 px), so decoding more pixels than this only costs memory and time.
+DETECT_SIDE = 1600
+
+
+class NoCheckpointError(CheckpointError):
+    """No checkpoint was named and none was found under the outputs folder."""
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FacePrediction:
+    """What the model says about one face.
+
+    Attributes:
+        box: ``[x0, y0, x1, y1]`` in pixels of the original (upright) photo, clipped to it.
+        det_score: The detector's confidence; None for crops given by the caller.
+        age: Estimated age in years.
+        age_sd: The model's own spread of the estimate in years; None if its head has none.
+        gender: ``"male"`` or ``"female"``.
+        gender_p: Probability of ``gender``.
+        race: The most probable of ``agefair.labels.RACES``.
+        race_p: Probability of each of the five ethnicity classes, by name.
+    """
+
+    box: list[int]
+    det_score: float | None
+    age: float
+    age_sd: float | None
+    gender: str
+    gender_p: float
+    race: str
+    race_p: dict[str, float]
+
+    @property
+    def race_confidence(self) -> float:
+        """Probability of ``race``."""
+        return self.race_p[self.race]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields, ages to 0.01 year and probabilities to 1e-4."""
+        out = asdict(self)
+        out["age"] = round(self.age, 2)
+        out["age_sd"] = None if self.age_sd is None else round(self.age_sd, 2)
+        out["gender_p"] = round(self.gender_p, 4)
+        out["race_p"] = {k: round(v, 4) for k, v in self.race_p.items()}
+        return out
+
+
+@dataclass
+class PhotoPrediction:
+    """Every face of one photo, with the photo's size and where the time went.
+
+    Attributes:
+        faces: One prediction per face, best detector score first (at most ``max_faces``).
+        width: Width of the upright photo in pixels.
+        height: Height of the upright photo in pixels.
+        timings_ms: Milliseconds spent decoding, detecting, cropping and in the model.
+        n_detected: Faces the detector found, before the ``max_faces`` cap.
+    """
+
+    faces: list[FacePrediction]
+    width: int
+    height: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    n_detected: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, faces included."""
+        return {
+            "faces": [f.to_dict() for f in self.faces],
+            "width": self.width,
+            "height": self.height,
+            "n_faces": len(self.faces),
+            "n_detected": self.n_detected,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+
+
+@dataclass
+class FaceCrops:
+    """The faces of a photo as the model sees them, before the eval transform.
+
+    Attributes:
+        boxes: Detected faces in original (upright) photo pixels, best score first.
+        crops: One RGB ``uint8`` ``cache_size`` square per box, framed like UTKFace.
+        width: Width of the upright photo.
+        height: Height of the upright photo.
+        n_detected: Faces found before the ``max_faces`` cap.
+        timings_ms: Milliseconds spent per stage so far.
+    """
+
+    boxes: list[FaceBox]
+    crops: list[np.ndarray]
+    width: int
+    height: int
+    n_detected: int
+    timings_ms: dict[str, float]
+
+
+# --------------------------------------------------------------------------------------------
+# Finding the checkpoint
+# --------------------------------------------------------------------------------------------
+def default_checkpoint(root: str | os.PathLike[str] = "outputs/train/runs") -> Path:
+    """The checkpoint used when none is named.
+
+    ``$AGEFAIR_CKPT`` if set; otherwise the newest run under ``root`` (where ``make train``
+    writes; runs that finished, i.e. wrote ``results.csv``, come before unfinished ones), and in
+    that run its best checkpoint (``epoch*.ckpt``, what ``ModelCheckpoint`` keeps) or else
+    ``last.ckpt``.
+
+    Args:
+        root: Folder holding the training outputs.
+
+    Returns:
+        Path of an existing checkpoint file.
+
+    Raises:
+        NoCheckpointError: If ``$AGEFAIR_CKPT`` names a missing file, or ``root`` holds no
+            checkpoint; the message says how to get one.
+    """
+    env = os.environ.get(CKPT_ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise NoCheckpointError(f"{CKPT_ENV_VAR}={env} but that file does not exist")
+        return path
+    root = Path(root)
+    runs: dict[Path, list[Path]] = {}
+    if root.is_dir():
+        for ckpt in root.rglob("*.ckpt"):
+            if ckpt.is_file():
+                runs.setdefault(ckpt.parent, []).append(ckpt)
+    if not runs:
+        raise NoCheckpointError(
+            f"no checkpoint found under {root.resolve()}/: train one with `make train` "
+            f"(or `python -m agefair.train`), or name one with --ckpt PATH or {CKPT_ENV_VAR}"
+        )
+
+    def finished(files: list[Path]) -> bool:
+        return (files[0].parent.parent / "results.csv").is_file()
+
+    newest_run = max(runs.values(), key=lambda files: (finished(files), max(map(_mtime, files))))
+    return _kept_checkpoint(newest_run)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+def _kept_checkpoint(files: list[Path]) -> Path:
+    """Of one run's checkpoint files, the best one ``ModelCheckpoint`` kept, else the last."""
+    best = [p for p in files if p.name.startswith("epoch")]
+    last = [p for p in files if p.name == "last.ckpt"]
+    return max(best or last or files, key=_mtime)
+
+
+def run_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint of one run folder that :func:`default_checkpoint` would pick in it.
+
+    Raises:
+        NoCheckpointError: If the folder holds no checkpoint.
+    """
+    files = [p for p in Path(run_dir).rglob("*.ckpt") if p.is_file()]
+    if not files:
+        raise NoCheckpointError(f"{run_dir} holds no checkpoint")
+    return _kept_checkpoint(files)
+
+
+#: Override prefixes that say where files are, not what was trained.
+_PLACE_OVERRIDES = ("paths.", "hydra.", "callbacks.progress.", "data.data_dir", "data.archive")
+
+
+def describe_checkpoint(path: str | os.PathLike[str]) -> str:
+    """What trained a checkpoint, in words that mean something on another machine.
+
+    Reads the Hydra record of the run the checkpoint belongs to (``<run>/.hydra``, written by
+    ``agefair.train``), e.g. ``epoch015.ckpt of run default16: python -m agefair.train (default
+    configuration; cnn backbone, 64 px, 16 epochs)``. Overrides that only place files are left
+    out. Without that record, just the file name.
+
+    Args:
+        path: A checkpoint file.
+
+    Returns:
+        One line of text.
+    """
+    path = Path(path)
+    run = path.parent.parent
+    record = run / ".hydra"
+    if not (record / "config.yaml").is_file():
+        return f"{path.name}"
+    from omegaconf import OmegaConf  # already loaded by load_system in practice
+
+    cfg = OmegaConf.load(record / "config.yaml")
+    overrides = []
+    if (record / "overrides.yaml").is_file():
+        overrides = [
+            str(o)
+            for o in OmegaConf.load(record / "overrides.yaml")
+            if not str(o).startswith(_PLACE_OVERRIDES)
+        ]
+    what = f"overrides {' '.join(overrides)}" if overrides else "default configuration"
+    backbone = OmegaConf.select(cfg, "backbone.name", default="?")
+    size = OmegaConf.select(cfg, "data.img_size", default="?")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default="?")
+    return (
+        f"{path.name} of run {run.name}: python -m agefair.train ({what}; {backbone} backbone, "
+        f"{size} px, {epochs} epochs)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Predictor
+# --------------------------------------------------------------------------------------------
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Predictor:
+    """Finds the faces in photos and estimates age, gender and ethnicity for each.
+
+    Large photos: a photo longer than ``detect_side`` is decoded for detection at the smallest
+    of 1/2, 1/4 or 1/8 scale that keeps ``detect_side`` pixels (libjpeg decodes JPEGs directly
+    at those scales, so a 40-megapixel JPEG never exists in memory at full size for this; the
+    detectors shrink their input further anyway). The faces are then cut from the lowest of
+    those scales that still gives every face crop at least ``cache_size`` pixels, the size the
+    training crops had: usually the detection image itself, otherwise a second decode at the
+    scale needed. More pixels would be averaged away by the resize to ``cache_size`` anyway, so
+    the crops match crops of the full-size photo, while memory follows the faces' needs rather
+    than the photo's size (full size only for faces whose crop is under ``cache_size`` even
+    there). Whole scale steps avoid a second resampling before the crop's own resize. Photos
+    with more than ``max_pixels`` pixels are refused from their header, before any decoding.
+
+    Thread safety: one instance can serve several threads; the detectors serialise their own
+    calls and the model is only read.
+
+    Args:
+        model: A trained system (see :func:`agefair.models.checkpoint.load_system`).
+        detector: A detector name for :func:`agefair.inference.detect.create_detector` or an
+        instance. img_size: The model's input side (``data.img_size`` of its training config).
+        cache_size: Side the training crops were stored at before the eval transform
+            (``data.cache_size``); None means ``img_size``.
+        mean: Normalisation mean (0..1 scale); None takes the backbone's.
+        std: Normalisation standard deviation; None takes the backbone's.
+        framing: Side of each face's square in units of UTKFace's framing (``data.framing``,
+            the ``zoom`` of :func:`agefair.inference.detect.crop_face`); None takes the backbone's.
+        max_pixels: Refuse photos with more pixels than this (decompression bombs).
+        max_faces: Predict for at most this many faces per photo (the best scoring ones).
+        batch_size: Most crops sent through the model at once.
+        detect_side: Longer side from which photos are decoded at reduced scale for detection
+            (see above).
+        device: Torch device; None picks CUDA when available, else the CPU.
+    """
+
+    def __init__(
+        self,
+        model: AgeFairModule,
+        *,
+        detector: str | FaceDetector = "yunet",
+        img_size: int,
+        cache_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        framing: float | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_faces: int = 20,
+        batch_size: int = 32,
+        detect_side: int = DETECT_SIDE,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if max_faces < 1 or batch_size < 1 or detect_side < 1:
+            raise ValueError("max_faces, batch_size and detect_side must be positive")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.setup("test")
+        self.model = model.eval().to(self.device)
+        self.detector: FaceDetector = (
+            create_detector(detector) if isinstance(detector, str) else detector
+        )
+        self.detector_name = detector if isinstance(detector, str) else _detector_name(detector)
+        self.img_size = int(img_size)
+        self.cache_size = int(cache_size or img_size)
+        norm = model.input_config
+        self.mean = tuple(mean if mean is not None else norm.mean)
+        self.std = tuple(std if std is not None else norm.std)
+        self.framing = float(framing if framing is not None else norm.framing)
+        self.transform = build_transform("eval", self.img_size, mean=self.mean, std=self.std)
+        self.max_pixels = max_pixels
+        self.max_faces = int(max_faces)
+        self.batch_size = int(batch_size)
+        self.detect_side = int(detect_side)
+        self.checkpoint: Path | None = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> Predictor:
+        """A predictor for a checkpoint written by ``agefair.train``.
+
+        Args:
+            path: The ``.ckpt`` file; None uses :func:`default_checkpoint`.
+            **kwargs: Passed to the constructor (``detector``, ``max_faces``...); the input
+                size and normalisation come from the checkpoint's training config.
+
+        Returns:
+            The predictor.
+
+        Raises:
+            CheckpointError: If there is no checkpoint, or it is not an agefair checkpoint.
+        """
+        ckpt = Path(path) if path is not None else default_checkpoint()
+        model, cfg = load_system(ckpt)
+        predictor = cls.for_system(model, cfg.data, **kwargs)
+        predictor.checkpoint = ckpt
+        return predictor
+
+    @classmethod
+    def for_system(cls, model: AgeFairModule, data: Mapping[str, Any], **kwargs: Any) -> Predictor:
+        """A predictor for a system in memory, with the input its data config trained it on.
+
+        Args:
+            model: The trained system.
+            data: Its ``data`` config (``img_size``, ``cache_size``, ``mean``, ``std``,
+                ``framing``).
+            **kwargs: Passed to the constructor; they win over the data config.
+
+        Returns:
+            The predictor.
+        """
+        img_size = int(data["img_size"])
+        kwargs.setdefault("img_size", img_size)
+        kwargs.setdefault("cache_size", data.get("cache_size") or img_size)
+        if data.get("mean") is not None:
+            kwargs.setdefault("mean", list(data["mean"]))
+        if data.get("std") is not None:
+            kwargs.setdefault("std", list(data["std"]))
+        if data.get("framing") is not None:
+            kwargs.setdefault("framing", float(data["framing"]))
+        return cls(model, **kwargs)
+
+    @property
+    def system(self) -> str:
+        """Class name of the model (``MultiTaskModule``...)."""
+        return type(self.model).__name__
+
+    # ---------------------------------------------------------------- public
+    def __call__(self, image: ImageSource) -> list[FacePrediction]:
+        """The faces of one photo; an empty list when there is none.
+
+        Args:
+            image: A path, bytes, a binary file object, a PIL image or an RGB(A) array.
+
+        Returns:
+            One prediction per face, best detector score first.
+
+        Raises:
+            ImageError: If the input is not a usable image or has more than ``max_pixels``.
+        """
+        return self.analyse(image).faces
+
+    def analyse(self, image: ImageSource) -> PhotoPrediction:
+        """Like calling the predictor, but also returns the photo's size and the timings.
+
+        Args:
+            image: A path, bytes, a binary file object, a PIL image or an RGB(A) array.
+
+        Returns:
+            The faces, the upright photo's size and milliseconds per stage.
+
+        Raises:
+            ImageError: If the input is not a usable image or has more than ``max_pixels``.
+        """
+        found = self.extract_faces(image)
+        timings = found.timings_ms
+        if not found.boxes:
+            return PhotoPrediction([], found.width, found.height, timings, found.n_detected)
+        start = time.perf_counter()
+        batch = torch.stack([self.transform(crop) for crop in found.crops])
+        timings["crop"] += _ms(start)
+        start = time.perf_counter()
+        outputs = self.infer_batch(batch)
+        timings["model"] = _ms(start)
+        faces = [
+            self._face(outputs, i, _int_box(box, found.width, found.height), box.score)
+            for i, box in enumerate(found.boxes)
+        ]
+        return PhotoPrediction(faces, found.width, found.height, timings, found.n_detected)
+
+    def extract_faces(self, image: ImageSource) -> FaceCrops:
+        """Detects the faces of a photo and cuts them out as the model's training crops were.
+
+        Args:
+            image: A path, bytes, a binary file object, a PIL image or an RGB(A) array.
+
+        Returns:
+            The boxes (original pixels), the ``cache_size`` crops, the photo's size, and the
+            milliseconds spent decoding, detecting and cropping.
+
+        Raises:
+            ImageError: If the input is not a usable image or has more than ``max_pixels``.
+        """
+        timings = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "model": 0.0}
+        start = time.perf_counter()
+        if hasattr(image, "read") and not isinstance(image, Image.Image | np.ndarray):
+            image = image.read()  # read once: the photo may have to be decoded twice
+        what = describe_source(image)
+        width, height = image_size(image)
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise ImageError(
+                f"refusing image {what}: {width}x{height} = {width * height:,} pixels is more "
+                f"than the limit of {self.max_pixels:,}"
+            )
+        in_memory = isinstance(image, np.ndarray | Image.Image)
+        longer = max(width, height)
+        if in_memory or longer <= self.detect_side:
+            # Already in memory, or small: one full decode serves detection and cropping.
+            full = load_image(image, max_pixels=self.max_pixels)
+            seen = full
+            if longer > self.detect_side:
+                seen = load_image(full, max_pixels=None, max_side=self.detect_side)
+        else:
+            full = None
+            side = _reduced_side(longer, self.detect_side)
+            seen = load_image(image, max_pixels=self.max_pixels, max_side=side)
+        timings["decode"] += _ms(start)
+
+        start = time.perf_counter()
+        detected = self.detector.detect(seen)
+        fx, fy = width / seen.shape[1], height / seen.shape[0]
+        boxes = [_rescale(box, fx, fy) for box in detected[: self.max_faces]]
+        timings["detect"] = _ms(start)
+        if not boxes:
+            return FaceCrops([], [], width, height, len(detected), timings)
+
+        # The crop source: the lowest resolution at which the smallest face's crop still has
+        # cache_size pixels (see the class docstring).
+        start = time.perf_counter()
+        smallest = min(crop_square(box, zoom=self.framing)[2] for box in boxes)
+        target = math.ceil(longer * min(1.0, self.cache_size / max(smallest, 1e-6)))
+        if full is not None:
+            source = full
+        elif target <= max(seen.shape[:2]):
+            source = seen
+        else:
+            side = _reduced_side(longer, target)
+            source = load_image(image, max_pixels=self.max_pixels, max_side=side)
+        timings["decode"] += _ms(start)
+
+        start = time.perf_counter()
+        sx, sy = source.shape[1] / width, source.shape[0] / height
+        crops = [
+            crop_face(source, _rescale(box, sx, sy), out_size=self.cache_size, zoom=self.framing)
+            for box in boxes
+        ]
+        timings["crop"] = _ms(start)
+        return FaceCrops(boxes, crops, width, height, len(detected), timings)
+
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> list[FacePrediction]:
+        """Predictions for faces already cut out and aligned like UTKFace's crops.
+
+        No detection: each crop is cut to the model's framing and resized to ``cache_size`` the
+        way the training cache was built (area interpolation when shrinking), then goes through
+        the eval transform.
+
+        Args:
+            crops: RGB ``uint8`` square-ish arrays, e.g. UTKFace's 200 x 200 images.
+
+        Returns:
+            One prediction per crop, in order; ``box`` is the whole crop, ``det_score`` None.
+        """
+        if not len(crops):
+            return []
+        tensors = []
+        for crop in crops:
+            if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.dtype != np.uint8:
+                raise ValueError("predict_crops expects RGB uint8 arrays of shape (H, W, 3)")
+            crop = reframe(crop, self.framing)
+            side = self.cache_size
+            shrinking = max(crop.shape[:2]) > side
+            resized = cv2.resize(
+                crop, (side, side), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+            )
+            tensors.append(self.transform(resized))
+        outputs = self.infer_batch(torch.stack(tensors))
+        return [
+            self._face(outputs, i, [0, 0, int(c.shape[1]), int(c.shape[0])], None)
+            for i, c in enumerate(crops)
+        ]
+
+    # ---------------------------------------------------------------- internals
+    def infer_batch(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        """Runs the model over ``batch`` in chunks of ``batch_size``; numpy outputs."""
+        parts: dict[str, list[np.ndarray]] = {}
+        with torch.inference_mode():
+            for chunk in torch.split(batch, self.batch_size):
+                out = self.model.infer(chunk.to(self.device))
+                for key, value in out.items():
+                    parts.setdefault(key, []).append(value.float().cpu().numpy())
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+    @staticmethod
+    def _face(
+        out: dict[str, np.ndarray], i: int, box: list[int], score: float | None
+    ) -> FacePrediction:
+        gender_p, race_p = out["gender_p"][i], out["race_p"][i]
+        g, r = int(gender_p.argmax()), int(race_p.argmax())
+        return FacePrediction(
+            box=box,
+            det_score=None if score is None else round(float(score), 4),
+            age=float(out["age"][i]),
+            age_sd=float(out["age_sd"][i]) if "age_sd" in out else None,
+            gender=GENDERS[g],
+            gender_p=float(gender_p[g]),
+            race=RACES[r],
+            race_p={name: float(p) for name, p in zip(RACES, race_p, strict=True)},
+        )
+
+
+def _detector_name(detector: FaceDetector) -> str:
+    """The registry name of a detector instance (``YuNetDetector`` -> ``yunet``) if it has one."""
+    cls = type(detector).__name__
+    plain = cls.removesuffix("Detector").lower()
+    known = {name.replace("-", ""): name for name in available_detectors()}
+    return known.get(plain, cls)
+
+
+def _reduced_side(longer: int, target: int) -> int:
+    """The longer side at the smallest of 1/8, 1/4, 1/2 or full scale that is >= ``target``.
+
+    JPEGs decode at these scales for free (libjpeg's scaled IDCT), so asking ``load_image`` for
+    exactly such a side avoids resampling the decoded photo a second time.
+    """
+    for k in (8, 4, 2):
+        if longer // k >= target:
+            return longer // k
+    return longer
+
+
+def _rescale(box: FaceBox, fx: float, fy: float) -> FaceBox:
+    """``box`` with x coordinates multiplied by ``fx`` and y by ``fy`` (landmarks too)."""
+    marks = None
+    if box.landmarks is not None:
+        marks = tuple((x * fx, y * fy) for x, y in box.landmarks)
+    return FaceBox(box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy, box.score, marks)
+
+
+def _int_box(box: FaceBox, width: int, height: int) -> list[int]:
+    """The box as integer pixels, clipped to the photo (detectors may reach past its edge)."""
+    clipped = box.clipped(width, height)
+    return [
+        int(round(clipped.x0)),
+        int(round(clipped.y0)),
+        int(round(clipped.x1)),
+        int(round(clipped.y1)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+# --------------------------------------------------------------------------------------------
+def format_label(face: FacePrediction) -> str:
+    """The one-line label of a face, e.g. ``31 ± 4 · female 97% · Asian 88%``."""
+    age = f"{face.age:.0f}" if face.age_sd is None else f"{face.age:.0f} ± {face.age_sd:.0f}"
+    return f"{age} · {face.gender} {face.gender_p:.0%} · {face.race} {face.race_confidence:.0%}"
+
+
+_COLOURS = [(255, 196, 0), (0, 200, 255), (255, 80, 160), (120, 230, 90), (200, 140, 255)]
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def draw_predictions(image: np.ndarray, preds: Sequence[FacePrediction]) -> np.ndarray:
+    """Draws each face's box and label on a copy of the photo.
+
+    Args:
+        image: The RGB ``uint8`` photo the predictions were made on (original size).
+        preds: Its predictions.
+
+    Returns:
+        A new RGB ``uint8`` array of the same size.
+    """
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    width, height = canvas.size
+    # Line width and font grow with the photo so labels stay readable on 40 MP and 300 px alike.
+    unit = max(1.0, max(width, height) / 800)
+    font = ImageFont.load_default(size=max(10, round(14 * unit)))
+    line = max(2, round(2 * unit))
+    pad = round(3 * unit)
+    for i, face in enumerate(preds):
+        draw.rectangle(face.box, outline=_COLOURS[i % len(_COLOURS)], width=line)
+    placed: list[tuple[int, int, int, int]] = []
+    for i, face in enumerate(preds):
+        x0, y0, _, y1 = face.box
+        text = f"{i + 1}: {format_label(face)}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2 * pad, bottom - top + 2 * pad
+        tx = min(max(0, x0), max(0, width - tw))
+        # Above the box, else inside its top edge, else below it: the first spot that does not
+        # cover an earlier label (faces side by side in group photos have wide labels).
+        spots = [y for y in (y0 - th, y0, y1) if 0 <= y <= height - th] or [max(0, y0 - th)]
+        ty = next(
+            (y for y in spots if not any(_overlap((tx, y, tx + tw, y + th), o) for o in placed)),
+            spots[0],
+        )
+        placed.append((tx, ty, tx + tw, ty + th))
+        draw.rectangle(placed[-1], fill=_COLOURS[i % len(_COLOURS)])
+        draw.text((tx + pad - left, ty + pad - top), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas).copy()
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def _table(name: str, result: PhotoPrediction) -> str:
+    head = f"{name} ({result.width}x{result.height})"
+    if not result.faces:
+        return f"{head}: no face found"
+    rows = [f"{head}: {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}"]
+    rows.append(f"  {'#':>2}  {'box':<22} {'age':>9}  {'gender':<12} {'ethnicity':<14} detector")
+    for i, f in enumerate(result.faces, 1):
+        age = f"{f.age:.0f}" if f.age_sd is None else f"{f.age:.0f} ± {f.age_sd:.0f}"
+        box = ",".join(map(str, f.box))
+        rows.append(
+            f"  {i:>2}  {box:<22} {age:>9}  {f.gender + f' {f.gender_p:.0%}':<12} "
+            f"{f.race + f' {f.race_confidence:.0%}':<14} {f.det_score:.2f}"
+        )
+    if result.n_detected > len(result.faces):
+        rows.append(f"  ({result.n_detected - len(result.faces)} more faces not analysed)")
+    return "\n".join(rows)
+
+
+def _annotated_path(photo: Path, out: str | None, out_dir: str | None) -> Path | None:
+    if out:
+        return Path(out)
+    if out_dir:
+        return Path(out_dir) / f"{photo.stem}_predicted.jpg"
+    return None
+
+
+def _save(image: np.ndarray, path: Path) -> None:
+    """Saves in the format the file name says (PIL raises ValueError for an unknown one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path, quality=92)  # quality: JPEG/WebP only, ignored by PNG
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``agefair predict`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="agefair predict",
+        description="Age, gender and ethnicity for every face in photos.",
+    )
+    parser.add_argument("photos", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
+    parser.add_argument(
+        "--ckpt", help=f"checkpoint; default ${CKPT_ENV_VAR} or the newest under outputs/"
+    )
+    parser.add_argument("--detector", default="yunet", choices=["yunet", "dlib-hog"])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", help="write the photo with boxes and labels here (one photo)")
+    where.add_argument("--out-dir", help="write each annotated photo here as NAME_predicted.jpg")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``agefair predict``; returns the exit status (1 if any photo failed).
+
+    Args:
+        argv: Arguments after the command name; None reads ``sys.argv``.
+
+    Returns:
+        0 when every photo was read, 1 otherwise (errors are one line each on stderr).
+    """
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.out and len(args.photos) > 1:
+        parser.error("--out takes one photo; use --out-dir for several")
+    # OpenCV's DNN module logs backend notes at warning level; they would clutter the tables.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        predictor = Predictor.from_checkpoint(args.ckpt, detector=args.detector)
+    except (CheckpointError, ImportError, RuntimeError, ValueError) as err:
+        print(f"agefair predict: error: {err}", file=sys.stderr)
+        return 1
+
+    failed = 0
+    results: list[dict[str, Any]] = []
+    for name in args.photos:
+        photo = Path(name)
+        try:
+            result = predictor.analyse(photo)
+            target = _annotated_path(photo, args.out, args.out_dir)
+            if target is not None:
+                image = load_image(photo, max_pixels=predictor.max_pixels)
+                _save(draw_predictions(image, result.faces), target)
+        except (ImageError, OSError, ValueError) as err:
+            failed += 1
+            print(f"agefair predict: error: {err}", file=sys.stderr)
+            results.append({"file": name, "error": str(err)})
+            continue
+        if args.json:
+            results.append({"file": name, **result.to_dict()})
+        else:
+            print(_table(name, result))
+            if target is not None:
+                print(f"  annotated photo: {target}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Reports of sweeps: every member's results row in one CSV, the study's tables and plots.
+
+    python -m agefair.report SWEEP_DIR [SWEEP_DIR ...] [--study STUDY] [--out FOLDER]
+    agefair report outputs/studies/compare_s0 outputs/studies/compare_s12 \\
+        --study compare_approaches --out experiments/compare_approaches
+
+Every member's ``results.csv`` (see ``agefair.training.results``) becomes one row of
+``results.csv`` in the output folder, beside the member's overrides, its label (its swept
+overrides) and the budget read from its ``.hydra/config.yaml``. Failed members stay in every table
+with their error, so a report never hides a member. Members that differ only by ``seed`` make one
+line of the tables: the mean ± standard deviation over their seeds, and how many there were.
+
+``summary.md`` holds the budget, the tables and links to the plots (PNGs in the same folder);
+``table.md`` the member table alone. When the folder has a ``README.md`` with
+``<!-- report:start -->`` and ``<!-- report:end -->`` markers, the summary replaces what lies
+between them. Studies (``--study``):
+
+- ``generic`` (default): the member table;
+- ``compare_approaches``: the table, each approach against the one multitask network, and bars;
+- ``complexity_sweep``: Pareto plots of accuracy against FLOPs and latency, and the smallest
+  model that reaches each accuracy threshold;
+- ``hparam_search``: the trials ranked by objective, the best configuration (checked against the
+  Optuna sweeper's ``optimization_results.yaml``) and the objective per trial;
+- ``transfer``: the table by transfer variant and pretrained weights, and bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from agefair.reporting.studies import STUDIES, StudyInput
+from agefair.reporting.sweep_results import aggregate_seeds, collect, pending_members
+from agefair.reporting.tables import (
+    GENERIC_LEAD,
+    budget_line,
+    has_section,
+    members_table,
+    replace_section,
+)
+
+README_SECTION = "report"
+
+
+# ---------------------------------------------------------------------------------------- output
+def markdown_table(members: pd.DataFrame) -> str:
+    """The headline columns of a sweep as a markdown table, with failed members' errors."""
+    return members_table(aggregate_seeds(members), GENERIC_LEAD)
+
+
+def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Path]) -> str:
+    """What the report covers: members, failures, configurations, sweeps, unfinished members."""
+    failed = int((members["status"] != "ok").sum())
+    text = (
+        f"{len(members)} members ({failed} failed) in {len(configs)} configurations from "
+        f"{len(sweeps)} sweep(s): " + ", ".join(f"`{s}`" for s in sweeps) + "."
+    )
+    pending = pending_members(sweeps)
+    if pending:
+        text += " Not reported, no results row yet (running or killed): "
+        text += ", ".join(f"`{p}`" for p in pending) + "."
+    return text
+
+
+def write_report(members: pd.DataFrame, study: str, sweeps: Sequence[Path], out: Path) -> str:
+    """Writes the CSV, table, plots and summary of a study into ``out``; returns the summary.
+
+    Everything (tables, plots, the check of a search's best) is computed from the one frame
+    written as ``results.csv``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    members.to_csv(out / "results.csv", index=False)
+    configs = aggregate_seeds(members)
+    inp = StudyInput(members, configs, list(sweeps), out, budget_line(members))
+    (out / "table.md").write_text(members_table(configs, GENERIC_LEAD) + "\n")
+    body = "\n\n".join([provenance(members, configs, sweeps), f"**{inp.budget}**",
+                         *STUDIES[study](inp)])  # fmt: skip
+    (out / "summary.md").write_text(f"# {study.replace('_', ' ')}\n\n{body}\n")
+    readme = out / "README.md"
+    if has_section(readme, README_SECTION):
+        replace_section(readme, README_SECTION, body)
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agefair report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR")
+    parser.add_argument("--study", choices=list(STUDIES), default="generic")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report folder (default: the first SWEEP_DIR)"
+    )
+    args = parser.parse_args(argv)
+    members = collect(*args.sweep_dirs)
+    print(write_report(members, args.study, args.sweep_dirs, args.out or args.sweep_dirs[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

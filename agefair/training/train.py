@@ -1,0 +1,195 @@
+"""Train a system on UTKFace, then test its best checkpoint.
+
+    python -m agefair.train                                   # default experiment (~10 min CPU)
+    python -m agefair.train trainer.fast_dev_run=true         # one batch of each loop
+    python -m agefair.train ckpt_path=outputs/.../last.ckpt   # resume
+    python -m agefair.train -m model=multitask,separate       # a sweep
+
+The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
+per-group CSVs, confusion matrices and a one-row ``results.csv`` (see ``agefair.training.results``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from agefair.config import CONF_DIR
+from agefair.evaluation.metrics import combined_objective
+from agefair.models.base import AgeFairModule
+from agefair.training.build import build_datamodule, build_system
+from agefair.training.complexity import measure_complexity
+from agefair.training.results import (
+    config_hash,
+    format_group_table,
+    write_results_row,
+    write_split_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def naive_baselines(datamodule: pl.LightningDataModule) -> dict[str, float]:
+    """What label statistics alone reach on the test split: the floor any model must clear.
+
+    Predicting the training split's mean age for everyone, and its most common gender and race.
+    """
+    train, test = datamodule.split_table("train"), datamodule.split_table("test")
+    return {
+        "baseline_age_mae_train_mean": float((test["age"] - train["age"].mean()).abs().mean()),
+        "baseline_gender_acc_majority": float((test["gender"] == train["gender"].mode()[0]).mean()),
+        "baseline_race_acc_majority": float((test["race"] == train["race"].mode()[0]).mean()),
+    }
+
+
+def pretrained_from(model: AgeFairModule) -> str:
+    """The backbones that started from pretrained weights, by registry name ("" for none)."""
+    names = [b.name for b in model.backbones() if getattr(b, "pretrained", False)]
+    return ",".join(n for n in names if n != "fused")  # a fused one is pretrained via its part
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def score_unseen_faces(
+    model: AgeFairModule, cfg: DictConfig, out_dir: Path, logger: Any
+) -> dict[str, Any]:
+    """Scores the tested model on ``data.unseen`` through the app's path
+    (:mod:`agefair.evaluation.unseen`), logs ``unseen/...`` to TensorBoard and prints the figures;
+    {} when it cannot be scored."""
+    from agefair.evaluation.unseen import score_unseen, summary_line
+    from agefair.inference.detect import ModelFileError  # the inference stack, only when asked for
+    from agefair.inference.predictor import Predictor
+
+    try:
+        predictor = Predictor.for_system(model, cfg.data)
+    except ModelFileError as err:
+        # The trained model is kept: a missing detector file must not lose the run.
+        log.error("Unseen faces not scored: %s", err)
+        return {}
+    metrics = score_unseen(
+        predictor, cfg.data.unseen, out_dir, limit=cfg.data.get("unseen_limit"), progress=True
+    )
+    log.info("Unseen faces (%s): %s", cfg.data.unseen, summary_line(metrics))
+    if isinstance(logger, pl.loggers.Logger):
+        logger.log_metrics({f"unseen/{k}": v for k, v in metrics.items() if _is_number(v)})
+    return metrics
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
+    """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+
+    model = build_system(cfg)
+    datamodule = build_datamodule(cfg, model)
+    # A callback set to null (``callbacks.ema=null``) is switched off.
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    img = cfg.data.img_size
+    costs = measure_complexity(model, (3, img, img))
+    log.info("Model: %s", json.dumps(costs))
+    log.info("Pretrained weights: %s", pretrained_from(model) or "none, trained from scratch")
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_time = time.perf_counter() - start
+
+    row: dict[str, Any] = {
+        "status": "ok",
+        "system": type(model).__name__,
+        "model": HydraConfig.get().runtime.choices.get("model"),
+        "ablation": HydraConfig.get().runtime.choices.get("ablation"),
+        "transfer": HydraConfig.get().runtime.choices.get("transfer"),
+        "experiment": HydraConfig.get().runtime.choices.get("experiment"),
+        "backbone": ",".join(b.name for b in model.backbones()),
+        "pretrained": any(getattr(b, "pretrained", False) for b in model.backbones()),
+        "pretrained_from": pretrained_from(model),
+        "age_head": OmegaConf.select(cfg, "model.net.age_head", default=None),
+        "img_size": img,
+        "framing": datamodule.framing,
+        "seed": cfg.seed,
+        **costs,
+        "train_time_s": round(train_time, 1),
+        "epochs": trainer.current_epoch,
+        "examples_seen": int(model.examples_seen),
+        "config_hash": config_hash(model.config),
+        "output_dir": str(out_dir),
+    }
+    row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if "val/age_mae" in row:
+        row["val/objective"] = combined_objective(row)
+    if cfg.get("test"):
+        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
+        log.info("Tested checkpoint: %s", ckpt or "(the final weights)")
+        metrics = write_split_outputs(out_dir, "test", model.results["test_predictions"])
+        metrics.update(naive_baselines(datamodule))
+        row["checkpoint"] = ckpt
+        row.update({f"test/{k}": v for k, v in metrics.items() if not k.endswith("_ci")})
+        log.info("Per-group test metrics:\n%s", format_group_table(model.results["test_groups"]))
+        log.info("Test metrics: %s", json.dumps({k: metrics[k] for k in sorted(metrics)}))
+        if datamodule.hparams.unseen:
+            unseen = score_unseen_faces(model, cfg, out_dir, trainer.logger)
+            row.update({f"unseen/{k}": v for k, v in unseen.items() if _is_number(v)})
+            metrics.update({f"unseen/{k}": v for k, v in unseen.items()})
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if model.history:
+        pd.DataFrame(model.history).to_csv(out_dir / "history.csv", index=False)
+    if "val_predictions" in model.results:
+        write_split_outputs(out_dir, "val", model.results["val_predictions"])
+    if isinstance(trainer.logger, pl.loggers.TensorBoardLogger):
+        hp = {k: v for k, v in row.items() if isinstance(v, (int, float, str)) and "/" not in k}
+        trainer.logger.log_hyperparams(hp, {k: v for k, v in row.items() if "/" in k})
+    write_results_row(out_dir, row)
+    return row
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    try:
+        row = fit_and_test(cfg)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        # In a sweep one failing member must not stop the others: record it and go on.
+        log.exception("Run failed")
+        out_dir = Path(cfg.paths.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_results_row(
+            out_dir,
+            {
+                "status": "failed",
+                "model": HydraConfig.get().runtime.choices.get("model"),
+                "error": f"{type(err).__name__}: {err}",
+                "overrides": " ".join(HydraConfig.get().overrides.task),
+                "output_dir": str(out_dir),
+            },
+        )
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        return None  # sweepers record the member as failed (Optuna: a failed trial)
+    value = row.get(cfg.get("optimized_metric") or "", None)
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()
