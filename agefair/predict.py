@@ -2,7 +2,7 @@
 
 import sys
 
-from agefair.inference.predictor import main
+from agefair.inference.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

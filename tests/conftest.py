@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from PIL import Image
 
-from agefair.inference.detect import YUNET_ENV_VAR, YUNET_FILENAME
+from agefair.inference.model_files import YUNET_ENV_VAR, YUNET_FILENAME
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

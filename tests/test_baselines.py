@@ -19,8 +19,8 @@ from agefair.evaluation.baselines import (
     MissingBaselineError,
     create_baseline,
 )
-from agefair.evaluation.groups import headline_metrics
 from agefair.labels import GENDERS
+from agefair.metrics.groups import headline_metrics
 from agefair.training.results import write_split_outputs
 from tests.conftest import REPO, SHARED, face_image, run_module, write_tiny_utkface
 

@@ -38,7 +38,7 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
         "-m",
         *TINY,
         "experiment=ablation_cpu",
-        "ablation=full,no_ema",
+        "ablation=ema,none",
         "seed=0,1",
         "trainer.max_epochs=2",
         f"paths.archive={tiny_archive}",
@@ -54,18 +54,18 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     averaged, live = ckpt["state_dict"], ckpt["current_model_state"]
     assert any(not torch.equal(averaged[k], live[k]) for k in averaged if k.endswith("weight"))
     runs = pd.read_csv(sweep / "2" / "results.csv").iloc[0]
-    assert (runs["ablation"], runs["seed"]) == ("no_ema", 0)  # Hydra varies the last key fastest
-    no_ema = torch.load(next((sweep / "2" / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
-    assert "current_model_state" not in no_ema
+    assert (runs["ablation"], runs["seed"]) == ("none", 0)  # Hydra varies the last key fastest
+    plain = torch.load(next((sweep / "2" / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
+    assert "current_model_state" not in plain
 
-    # Scores on detector-framed faces (experiments/best_cpu/framing.py) for the two "full" runs:
+    # Scores on detector-framed faces (experiments/best_cpu/framing.py) for the two "ema" runs:
     # the original-crop row, then the framed row the report reads.
     for i, framed_mae in [(0, 6.0), (1, 7.0)]:
         pd.DataFrame(
             {"age_mae": [5.0, framed_mae], "gender_acc": [0.9, 0.8], "race_acc": [0.7, 0.6]}
         ).to_csv(sweep / str(i) / "framing_val.csv", index=False)
 
-    # The last no_ema run as if measured on another default network: a row of its own.
+    # The last "none" run as if measured on another default network: a row of its own.
     results = pd.read_csv(sweep / "3" / "results.csv")
     results["params"] = 2 * results["params"]
     results.to_csv(sweep / "3" / "results.csv", index=False)
@@ -77,7 +77,7 @@ def test_ablation_sweep_and_report(tmp_path, tiny_archive):
     report.main(["--ablation", str(sweep), "--final", str(member), "--readme", str(readme)])
     text = readme.read_text()
     table = pd.read_csv(readme.parent / "results" / "ablation.csv")
-    assert list(table["variant"]) == ["full", "no_ema", "no_ema"]
+    assert list(table["variant"]) == ["ema", "none", "none"]
     assert table["seeds"].tolist() == [2, 1, 1] and "±" in table.loc[0, "age MAE"]
     assert table.loc[1, "params"] != table.loc[2, "params"]
     framed = table[["framed age MAE", "framed gender acc"]]

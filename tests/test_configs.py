@@ -61,6 +61,20 @@ def test_primary_configs_compose(config, tmp_path):
 @pytest.mark.parametrize(("group", "option"), options(), ids=[f"{g}={o}" for g, o in options()])
 def test_every_group_option_composes_and_builds(group, option, tmp_path):
     choice = f"{group}={option}"
+    if "/" in group:  # a group inside a group, e.g. model/recipe: what its parent's files share
+        parent, child = group.split("/", 1)
+        for path in sorted((CONF / parent).glob("*.yaml")):
+            choice = f"{parent}={path.stem}"
+            cfg = composed(
+                "train", ["experiment=from_scratch", choice, "pretrained=false"], tmp_path
+            )
+            shared = OmegaConf.load(CONF / group / f"{option}.yaml")
+            overridden = OmegaConf.load(path)
+            for key in shared:
+                if key not in overridden:
+                    assert cfg[parent][key] == shared[key], (path.name, key)
+            build_system(cfg)
+        return
     if group in EVAL_GROUPS:
         cfg = composed("eval", [choice, "ckpt_path=none.ckpt"], tmp_path)
         assert cfg[group] is not None

@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from agefair.inference.detect import (
-    LANDMARK_TEMPLATE,
-    YUNET_ENV_VAR,
-    CentreDetector,
-    FaceBox,
-    StaticDetector,
-    create_detector,
-    crop_face,
-    crop_frame,
-    crop_square,
-)
-from agefair.inference.predictor import NoCheckpointError, Predictor, default_checkpoint
-from tests.conftest import REPO, SHARED, load_script, real_archive
+from agefair.data.boxes import FaceBox
+from agefair.data.framing import LANDMARK_TEMPLATE, crop_face, crop_frame, crop_square
+from agefair.inference.checkpoints import CKPT_ENV_VAR
+from agefair.inference.detect import CentreDetector, StaticDetector, create_detector
+from agefair.inference.model_files import YUNET_ENV_VAR
+from agefair.inference.predictor import Predictor
+from tests.conftest import SHARED, load_script, real_archive
 
 study = load_script("experiments/crop_framing/run.py", "crop_framing_study")
 
@@ -197,11 +191,12 @@ def real_inputs() -> tuple[Path, Path]:
     )
     if not yunet.is_file():
         pytest.skip(f"YuNet model not found at {yunet}: set {YUNET_ENV_VAR}")
-    try:
-        ckpt = default_checkpoint(REPO / "outputs" / "train" / "runs")
-    except NoCheckpointError:
-        pytest.skip("no trained checkpoint: run `make train` or set AGEFAIR_CKPT")
-    return ckpt, yunet
+    # Named explicitly, never the newest local run: the result must not depend on what happens
+    # to lie in outputs/.
+    ckpt = os.environ.get(CKPT_ENV_VAR)
+    if not ckpt or not Path(ckpt).is_file():
+        pytest.skip(f"no trained checkpoint named: set {CKPT_ENV_VAR} to one (e.g. make train's)")
+    return Path(ckpt), yunet
 
 
 @pytest.mark.realdata

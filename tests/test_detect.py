@@ -12,29 +12,24 @@ import cv2
 import numpy as np
 import pytest
 
-from agefair.inference import detect
+from agefair.data import framing
+from agefair.data.boxes import FaceBox
+from agefair.data.framing import CROP_SCALE, LANDMARK_TEMPLATE, crop_face, crop_square, reframe
+from agefair.inference import model_files
 from agefair.inference.detect import (
-    CROP_SCALE,
-    LANDMARK_TEMPLATE,
     PAD_FRACTION,
     PAD_SIDE,
-    YUNET_ENV_VAR,
-    YUNET_FILENAME,
     CentreDetector,
-    FaceBox,
     FaceDetector,
-    ModelFileError,
     StaticDetector,
     YuNetDetector,
     available_detectors,
     create_detector,
-    crop_face,
-    crop_square,
     landmark_geometry,
     landmark_problem,
-    reframe,
 )
 from agefair.inference.imageio import load_image
+from agefair.inference.model_files import YUNET_ENV_VAR, YUNET_FILENAME, ModelFileError
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(os.environ.get("AGEFAIR_PHOTOS", REPO.parent / "shared" / "photos"))
@@ -410,7 +405,7 @@ def test_missing_model_offline_gives_clear_message(tmp_path, monkeypatch):
     def offline(url, dest, timeout=30.0):
         raise urllib.error.URLError("network unreachable")
 
-    monkeypatch.setattr(detect, "_download", offline)
+    monkeypatch.setattr(model_files, "_download", offline)
     with pytest.raises(ModelFileError) as err:
         create_detector("yunet")
     message = str(err.value)
@@ -433,19 +428,19 @@ def test_env_var_and_explicit_path(tmp_path, monkeypatch, model):
 def test_download_verifies_and_stores(tmp_path, monkeypatch, model):
     # file:// URLs go through the same urllib code path as the real download, offline.
     dest = tmp_path / "cache" / YUNET_FILENAME
-    detect._download(model.as_uri(), dest)
+    model_files._download(model.as_uri(), dest)
     assert dest.read_bytes() == model.read_bytes()
 
     wrong = tmp_path / "wrong.onnx"
     wrong.write_bytes(b"not the model")
     dest2 = tmp_path / "cache2" / YUNET_FILENAME
     with pytest.raises(ModelFileError, match="SHA-256"):
-        detect._download(wrong.as_uri(), dest2)
+        model_files._download(wrong.as_uri(), dest2)
     assert list(dest2.parent.iterdir()) == []  # no partial or wrong file left behind
 
     monkeypatch.delenv(YUNET_ENV_VAR, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(detect, "YUNET_URL", model.as_uri())
+    monkeypatch.setattr(model_files, "YUNET_URL", model.as_uri())
     assert YuNetDetector().model_path == tmp_path / "home" / ".cache" / "agefair" / YUNET_FILENAME
 
 
@@ -552,7 +547,9 @@ def test_reframe_of_a_crop_matches_crop_face_zoomed_out():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
     # A square centred on the photo and wider than it: past its edges both replicate them.
-    box = FaceBox(0, -100 * detect.BOX_CENTRE_OFFSET_Y, 100, 100 - 100 * detect.BOX_CENTRE_OFFSET_Y)
+    box = FaceBox(
+        0, -100 * framing.BOX_CENTRE_OFFSET_Y, 100, 100 - 100 * framing.BOX_CENTRE_OFFSET_Y
+    )
     side = crop_square(box, use_landmarks=False)[2]
     crop = crop_face(img, box, out_size=round(side), use_landmarks=False)
     wider = crop_face(img, box, out_size=round(side * 1.2), zoom=1.2, use_landmarks=False)

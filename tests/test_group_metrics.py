@@ -1,4 +1,4 @@
-"""Tests for agefair.evaluation.groups on small hand-computed and generated prediction tables."""
+"""Tests for agefair.metrics on small hand-computed and generated prediction tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agefair.evaluation import groups as gm
+from agefair.labels import RACES, age_band
+from agefair.metrics.age_groups import age_group_metrics, parse_age_group, parse_age_groups
+from agefair.metrics.bootstrap import bootstrap_ci
+from agefair.metrics.confusion import confusion_matrix, plot_confusion
+from agefair.metrics.groups import (
+    BOOTSTRAP_METRICS,
+    GROUP_TYPES,
+    TABLE_METRICS,
+    flat_group_metrics,
+    group_gaps,
+    group_table,
+    headline_metrics,
+)
 
 
 def _preds(**cols: list) -> pd.DataFrame:
@@ -54,7 +66,7 @@ def _random_preds(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def test_headline_metrics_hand_computed(small: pd.DataFrame) -> None:
-    m = gm.headline_metrics(small)
+    m = headline_metrics(small)
     assert m["age_mae"] == pytest.approx(17 / 4)
     assert m["age_bias"] == pytest.approx(7 / 4)
     assert m["age_cs5"] == pytest.approx(3 / 4)  # |-5| <= 5 counts
@@ -72,16 +84,16 @@ def test_headline_metrics_hand_computed(small: pd.DataFrame) -> None:
         "gender_acc",
         "race_acc",
         "race_acc_balanced",
-    } | {f"race_recall_{r}" for r in gm.RACES}
+    } | {f"race_recall_{r}" for r in RACES}
 
 
 def test_headline_metrics_empty_and_bad_input(small: pd.DataFrame) -> None:
-    empty = gm.headline_metrics(small.iloc[:0])
+    empty = headline_metrics(small.iloc[:0])
     assert all(math.isnan(v) for v in empty.values())
     with pytest.raises(KeyError, match="race_pred"):
-        gm.headline_metrics(small.drop(columns="race_pred"))
+        headline_metrics(small.drop(columns="race_pred"))
     with pytest.raises(ValueError, match="race"):
-        gm.headline_metrics(small.assign(race=[0, 0, 0, 7]))
+        headline_metrics(small.assign(race=[0, 0, 0, 7]))
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,7 +102,7 @@ def test_headline_metrics_empty_and_bad_input(small: pd.DataFrame) -> None:
 
 
 def test_group_table_hand_computed(small: pd.DataFrame) -> None:
-    t = gm.group_table(small).set_index(["group_type", "group"])
+    t = group_table(small).set_index(["group_type", "group"])
     assert list(t.columns) == ["n", "age_mae", "age_bias", "gender_acc", "race_acc"]
     assert t.loc[("all", "all"), "n"] == 4
     white = t.loc[("race", "White")]
@@ -114,7 +126,7 @@ def test_group_table_hand_computed(small: pd.DataFrame) -> None:
 
 
 def test_age_band_edges() -> None:
-    assert list(gm.age_band(np.array([0, 12, 12.5, 13, 19, 20, 39, 40, 59, 60, 116]))) == [
+    assert list(age_band(np.array([0, 12, 12.5, 13, 19, 20, 39, 40, 59, 60, 116]))) == [
         0,
         0,
         1,
@@ -129,18 +141,18 @@ def test_age_band_edges() -> None:
     ]
 
 
-@pytest.mark.parametrize("group_type", gm.GROUP_TYPES)
+@pytest.mark.parametrize("group_type", GROUP_TYPES)
 def test_group_partition_sums_to_overall(group_type: str) -> None:
     preds = _random_preds(500, seed=1)
-    table = gm.group_table(preds)
+    table = group_table(preds)
     overall = table[table["group_type"] == "all"].iloc[0]
     part = table[(table["group_type"] == group_type) & (table["n"] > 0)]
     assert part["n"].sum() == overall["n"] == len(preds)
-    for metric in gm.TABLE_METRICS:
+    for metric in TABLE_METRICS:
         weighted = (part[metric] * part["n"]).sum() / part["n"].sum()
         assert weighted == pytest.approx(overall[metric], rel=1e-12, abs=1e-12), metric
-    head = gm.headline_metrics(preds)
-    for metric in gm.TABLE_METRICS:
+    head = headline_metrics(preds)
+    for metric in TABLE_METRICS:
         assert overall[metric] == pytest.approx(head[metric])
 
 
@@ -166,9 +178,9 @@ def gap_preds() -> pd.DataFrame:
 
 
 def test_group_gaps_pick_worst(gap_preds: pd.DataFrame) -> None:
-    table = gm.group_table(gap_preds)
-    gaps = gm.group_gaps(table).set_index(["group_type", "metric"])
-    assert set(gaps.index.get_level_values(0)) == set(gm.GROUP_TYPES)
+    table = group_table(gap_preds)
+    gaps = group_gaps(table).set_index(["group_type", "metric"])
+    assert set(gaps.index.get_level_values(0)) == set(GROUP_TYPES)
     mae = gaps.loc[("race", "age_mae")]
     assert mae["worst_group"] == "Indian" and mae["worst"] == pytest.approx(50.0)
     assert mae["best_group"] == "White" and mae["gap"] == pytest.approx(50.0)
@@ -178,7 +190,7 @@ def test_group_gaps_pick_worst(gap_preds: pd.DataFrame) -> None:
     assert acc["worst"] == pytest.approx(0.0) and acc["worst_group"] == "Black"  # first tie
     assert acc["best"] == pytest.approx(1.0) and acc["gap"] == pytest.approx(1.0)
 
-    gaps2 = gm.group_gaps(table, min_n=2).set_index(["group_type", "metric"])
+    gaps2 = group_gaps(table, min_n=2).set_index(["group_type", "metric"])
     mae2 = gaps2.loc[("race", "age_mae")]
     assert mae2["worst_group"] == "Asian" and mae2["worst"] == pytest.approx(6.0)
     assert mae2["n_groups"] == 3
@@ -191,14 +203,14 @@ def test_group_gaps_pick_worst(gap_preds: pd.DataFrame) -> None:
 
 
 def test_group_gaps_no_qualifying_group(gap_preds: pd.DataFrame) -> None:
-    gaps = gm.group_gaps(gm.group_table(gap_preds), min_n=1000)
+    gaps = group_gaps(group_table(gap_preds), min_n=1000)
     assert (gaps["n_groups"] == 0).all()
     assert gaps["worst_group"].isna().all() and gaps["gap"].isna().all()
 
 
 def test_flat_group_metrics(gap_preds: pd.DataFrame) -> None:
-    table = gm.group_table(gap_preds)
-    flat = gm.flat_group_metrics(table, gm.group_gaps(table))
+    table = group_table(gap_preds)
+    flat = flat_group_metrics(table, group_gaps(table))
     assert flat["group/race=Asian/age_mae"] == pytest.approx(6.0)
     assert flat["group/race=Black/gender_acc"] == pytest.approx(0.0)
     assert flat["group/all/n"] == 13
@@ -208,7 +220,7 @@ def test_flat_group_metrics(gap_preds: pd.DataFrame) -> None:
     assert flat["best/age_band/age_mae"] == pytest.approx(90 / 13)
     assert "group/race=Others/age_mae" not in flat  # empty group: NaN dropped
     assert all(isinstance(v, float) and not math.isnan(v) for v in flat.values())
-    assert not any(k.startswith("gap/") for k in gm.flat_group_metrics(table))
+    assert not any(k.startswith("gap/") for k in flat_group_metrics(table))
 
 
 # ------------------------------------------------------------------------------------------
@@ -218,19 +230,19 @@ def test_flat_group_metrics(gap_preds: pd.DataFrame) -> None:
 
 def test_bootstrap_contains_point_and_is_deterministic() -> None:
     preds = _random_preds(400, seed=2)
-    head = gm.headline_metrics(preds)
-    ci = gm.bootstrap_ci(preds, n_boot=500, seed=3)
-    assert set(ci) == set(gm.BOOTSTRAP_METRICS)
+    head = headline_metrics(preds)
+    ci = bootstrap_ci(preds, n_boot=500, seed=3)
+    assert set(ci) == set(BOOTSTRAP_METRICS)
     for name, (low, high) in ci.items():
         assert low < head[name] < high, name
-    assert gm.bootstrap_ci(preds, n_boot=500, seed=3) == ci
-    assert gm.bootstrap_ci(preds, n_boot=500, seed=4) != ci
+    assert bootstrap_ci(preds, n_boot=500, seed=3) == ci
+    assert bootstrap_ci(preds, n_boot=500, seed=4) != ci
 
 
 def test_bootstrap_narrows_with_more_samples() -> None:
-    small = gm.bootstrap_ci(_random_preds(100, seed=5), n_boot=300)
-    large = gm.bootstrap_ci(_random_preds(5000, seed=5), n_boot=300)
-    for name in gm.BOOTSTRAP_METRICS:
+    small = bootstrap_ci(_random_preds(100, seed=5), n_boot=300)
+    large = bootstrap_ci(_random_preds(5000, seed=5), n_boot=300)
+    for name in BOOTSTRAP_METRICS:
         assert large[name][1] - large[name][0] < 0.5 * (small[name][1] - small[name][0]), name
 
 
@@ -238,10 +250,10 @@ def test_bootstrap_matches_naive_recomputation() -> None:
     """The vectorised replicates equal headline_metrics on the same resamples."""
     preds = _random_preds(60, seed=6)
     n_boot, seed, alpha = 40, 7, 0.1
-    metrics = [*gm.BOOTSTRAP_METRICS, "age_bias", "age_cs5", "race_recall_Others"]
-    ci = gm.bootstrap_ci(preds, metrics, n_boot=n_boot, alpha=alpha, seed=seed)
+    metrics = [*BOOTSTRAP_METRICS, "age_bias", "age_cs5", "race_recall_Others"]
+    ci = bootstrap_ci(preds, metrics, n_boot=n_boot, alpha=alpha, seed=seed)
     idx = np.random.default_rng(seed).integers(0, len(preds), size=(n_boot, len(preds)))
-    reps = [gm.headline_metrics(preds.iloc[row]) for row in idx]
+    reps = [headline_metrics(preds.iloc[row]) for row in idx]
     for m in metrics:
         values = np.array([r[m] for r in reps])
         values = values[~np.isnan(values)]
@@ -251,10 +263,10 @@ def test_bootstrap_matches_naive_recomputation() -> None:
 
 def test_bootstrap_errors_and_empty(small: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="unknown"):
-        gm.bootstrap_ci(small, ["age_rmse"])
+        bootstrap_ci(small, ["age_rmse"])
     with pytest.raises(ValueError, match="alpha"):
-        gm.bootstrap_ci(small, alpha=1.5)
-    empty = gm.bootstrap_ci(small.iloc[:0])
+        bootstrap_ci(small, alpha=1.5)
+    empty = bootstrap_ci(small.iloc[:0])
     assert all(math.isnan(lo) and math.isnan(hi) for lo, hi in empty.values())
 
 
@@ -264,24 +276,24 @@ def test_bootstrap_errors_and_empty(small: pd.DataFrame) -> None:
 
 
 def test_confusion_matrix_counts() -> None:
-    cm = gm.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    assert gm.confusion_matrix(np.array([], int), np.array([], int), 2).tolist() == [[0, 0], [0, 0]]
+    assert confusion_matrix(np.array([], int), np.array([], int), 2).tolist() == [[0, 0], [0, 0]]
     with pytest.raises(ValueError, match="pred"):
-        gm.confusion_matrix(np.array([0]), np.array([3]), 3)
+        confusion_matrix(np.array([0]), np.array([3]), 3)
     with pytest.raises(ValueError, match="length"):
-        gm.confusion_matrix(np.array([0, 1]), np.array([0]), 3)
+        confusion_matrix(np.array([0, 1]), np.array([0]), 3)
 
 
 def test_plot_confusion_writes_png(tmp_path) -> None:
     preds = _random_preds(200, seed=8)
-    cm = gm.confusion_matrix(preds["race"], preds["race_pred"], len(gm.RACES))
+    cm = confusion_matrix(preds["race"], preds["race_pred"], len(RACES))
     cm[4] = 0  # an empty row must not divide by zero
-    path = gm.plot_confusion(cm, gm.RACES, "race", tmp_path / "sub" / "race_cm.png")
+    path = plot_confusion(cm, RACES, "race", tmp_path / "sub" / "race_cm.png")
     assert path.exists() and path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
-        gm.plot_confusion(cm, gm.RACES[:3], "bad", tmp_path / "bad.png")
+        plot_confusion(cm, RACES[:3], "bad", tmp_path / "bad.png")
 
 
 # ------------------------------------------------------------------------------------------
@@ -304,27 +316,27 @@ def test_plot_confusion_writes_png(tmp_path) -> None:
     ],
 )
 def test_parse_age_group(label: str | int, expected: tuple[float, float]) -> None:
-    assert gm.parse_age_group(label) == expected
+    assert parse_age_group(label) == expected
 
 
 @pytest.mark.parametrize("label", ["", "adult", "29-20", "20-", "-5"])
 def test_parse_age_group_rejects(label: str) -> None:
     with pytest.raises(ValueError):
-        gm.parse_age_group(label)
+        parse_age_group(label)
 
 
 def test_age_group_metrics() -> None:
-    lo, hi = gm.parse_age_groups(["20-29", "70+", "0-2", "30-39"])
+    lo, hi = parse_age_groups(["20-29", "70+", "0-2", "30-39"])
     assert lo.tolist() == [20, 70, 0, 30] and hi[1] == math.inf
     pred = [29.4, 65.0, 5.0, 29.6]
-    m = gm.age_group_metrics(lo, hi, pred)
+    m = age_group_metrics(lo, hi, pred)
     # 29.4 rounds into 20-29; 65 is 4.5 below 69.5; 5 is 2.5 above 2.5; 29.6 rounds into 30-39.
     assert m["age_group_acc"] == pytest.approx(2 / 4)
     assert m["age_group_mae"] == pytest.approx((4.5 + 2.5) / 4)
     assert m["n"] == 4
-    strict = gm.age_group_metrics(lo, hi, pred, margin=0.0)
+    strict = age_group_metrics(lo, hi, pred, margin=0.0)
     assert strict["age_group_acc"] == pytest.approx(0.0)
-    empty = gm.age_group_metrics([], [], [])
+    empty = age_group_metrics([], [], [])
     assert math.isnan(empty["age_group_acc"]) and empty["n"] == 0
     with pytest.raises(ValueError, match="shape"):
-        gm.age_group_metrics([0], [1], [1, 2])
+        age_group_metrics([0], [1], [1, 2])

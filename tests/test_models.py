@@ -196,6 +196,34 @@ def test_joint_marginals_are_distributions():
     assert ((out["age"] >= 0) & (out["age"] <= 116)).all()
 
 
+@pytest.mark.parametrize("name", ["multitask", "joint", "separate"])
+def test_every_system_weighs_its_race_loss_by_the_recipe(name):
+    """Race weighting is part of the shared recipe, so no system may ignore it."""
+    torch.manual_seed(0)
+    plain = systems()[name]
+    weighted = type(plain)(**{**plain_args(plain), "race_weighting": 0.5})
+    weighted.load_state_dict(plain.state_dict())
+    weighted.race_class_weights.copy_(torch.tensor([0.2, 1.0, 3.0, 1.0, 1.0]))
+    b = batch()
+    b["race"] = torch.tensor([0, 0, 2, 1])
+    with torch.no_grad():
+        out = plain(b["image"])
+        assert not torch.isclose(
+            plain.compute_loss(out, b)["loss"], weighted.compute_loss(out, b)["loss"]
+        )
+        weighted.race_class_weights.fill_(1.0)
+        torch.testing.assert_close(
+            plain.compute_loss(out, b)["loss"], weighted.compute_loss(out, b)["loss"]
+        )
+
+
+def plain_args(model: torch.nn.Module) -> dict:
+    """The constructor arguments of one of :func:`systems`'s models, its network included."""
+    if isinstance(model, SeparateModule):
+        return {"nets": model.nets}
+    return {"net": model.net}
+
+
 def test_public_names_import():
     import agefair
 

@@ -10,31 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
-from agefair.inference.detect import (
-    BOX_CENTRE_OFFSET_Y,
-    CROP_SCALE,
-    YUNET_ENV_VAR,
-    CentreDetector,
-    FaceBox,
-    StaticDetector,
-    create_detector,
-    crop_face,
-    reframe,
-)
-from agefair.inference.imageio import ImageError, load_image
-from agefair.inference.predictor import (
+from agefair.data.boxes import FaceBox
+from agefair.data.framing import BOX_CENTRE_OFFSET_Y, CROP_SCALE, crop_face, reframe
+from agefair.inference.checkpoints import (
     CKPT_ENV_VAR,
-    FacePrediction,
     NoCheckpointError,
-    Predictor,
     default_checkpoint,
-    draw_predictions,
-    format_label,
-    main,
     run_checkpoint,
 )
+from agefair.inference.detect import CentreDetector, StaticDetector, create_detector
+from agefair.inference.drawing import draw_predictions, format_label
+from agefair.inference.imageio import ImageError, load_image
+from agefair.inference.model_files import YUNET_ENV_VAR
+from agefair.inference.predict import main
+from agefair.inference.predictor import FacePrediction, Predictor
 from agefair.labels import GENDERS, RACES
 from agefair.models.checkpoint import CheckpointError, load_system
 from tests.conftest import jpeg_bytes, photos_dir, textured, yunet_path
@@ -378,3 +370,16 @@ def test_cli_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert main([str(photo), "--ckpt", str(tmp_path / "nope.ckpt")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err and "make train" in err
+
+
+def test_checkpoints_from_before_the_package_moves_name_todays_classes(tiny_ckpt, tmp_path):
+    stored = torch.load(tiny_ckpt, map_location="cpu", weights_only=False)
+    config = stored["agefair"]["config"]
+    config["callbacks"] = {"ema": {"_target_": "agefair.callbacks.EMA", "decay": 0.99}}
+    config["extra"] = [{"_target_": "agefair.callbacks.ProgressiveResize"}]
+    torch.save(stored, tmp_path / "old.ckpt")
+    _, cfg = load_system(tmp_path / "old.ckpt")
+    assert cfg.callbacks.ema._target_ == "agefair.training.callbacks.EMA"
+    assert cfg.extra[0]._target_ == "agefair.training.callbacks.ProgressiveResize"
+    assert type(instantiate(cfg.callbacks.ema)).__name__ == "EMA"
+    assert cfg.model._target_ == config["model"]["_target_"]  # names that did not move stay

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agefair.data.boxes import FaceBox
 from agefair.data.datamodule import FaceDataset
 from agefair.data.transforms import PRESETS, EvalPreset, build_transform
 from agefair.evaluation.robustness import (
@@ -20,17 +21,16 @@ from agefair.evaluation.robustness import (
     run_grid,
     score,
 )
-from agefair.evaluation.robustness_analysis import (
+from agefair.evaluation.robustness_limits import (
     curve_name,
     format_threshold,
     read_results,
-    summary_markdown,
     thresholds,
-    update_report,
 )
-from agefair.inference.detect import YUNET_ENV_VAR, FaceBox
+from agefair.inference.model_files import YUNET_ENV_VAR
 from agefair.labels import RACES
 from agefair.models.checkpoint import load_system
+from agefair.reporting.robustness import summary_markdown, update_report
 from tests.conftest import evaluate_cli, yunet_path
 
 # Small grids through the command line, so the study of a tiny model stays a few seconds.

@@ -10,15 +10,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
-from agefair.data.transforms import (
-    FILTERS,
-    PRESETS,
-    STUDY_FAMILIES,
-    EvalPreset,
-    TrainPreset,
-    build_transform,
-    study_grid,
-)
+from agefair.data.degradations import FILTERS, STUDY_FAMILIES, study_grid
+from agefair.data.transforms import PRESETS, EvalPreset, TrainPreset, build_transform
 
 ALL_PRESETS = [
     ("train", {}),

@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from agefair.data.boxes import FaceBox
 from agefair.data.other_faces import UnseenDataError, check_disjoint, read_labels_csv, select
 from agefair.evaluation.unseen import MISSED, labelled_face, score_unseen, summary_line
-from agefair.inference.detect import YUNET_ENV_VAR, CentreDetector, FaceBox, create_detector
+from agefair.inference.detect import CentreDetector, create_detector
+from agefair.inference.model_files import YUNET_ENV_VAR
 from agefair.inference.predictor import Predictor
 from tests.conftest import SHARED, UNSEEN_LABELS, photos_dir, run_module, yunet_path
 

@@ -43,10 +43,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from PIL import Image, UnidentifiedImageError
 
+from agefair.inference.checkpoints import CheckpointError
 from agefair.inference.imageio import DEFAULT_MAX_PIXELS, ImageError, image_size
 from agefair.inference.predictor import Predictor
 from agefair.labels import GENDERS, RACES
-from agefair.models.checkpoint import CheckpointError
 
 __all__ = ["DEFAULT_MAX_BYTES", "UploadLimit", "create_app", "main", "running", "serve"]
 

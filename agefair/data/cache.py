@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from agefair.data.framing import reframe
 from agefair.data.utkface import Reject
-from agefair.inference.detect import reframe
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def decode_image(path: str | Path, size: int, framing: float = 1.0) -> np.ndarra
     """Decodes one image to RGB uint8 ``size x size x 3``.
 
     ``framing`` re-cuts the image about its centre first
-    (:func:`agefair.inference.detect.reframe`): a backbone pretrained on faces framed otherwise
+    (:func:`agefair.data.framing.reframe`): a backbone pretrained on faces framed otherwise
     than UTKFace's crops gets its own framing.
 
     Raises:

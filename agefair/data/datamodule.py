@@ -96,7 +96,7 @@ class UTKFaceDataModule(pl.LightningDataModule):
             suits a fused backbone (``agefair.models.fused``): its frozen part reads the
             training images once, at ``img_size``, and its learned part trains at its own size.
         framing: side of the square each image is cut to, in units of UTKFace's crop, before it
-            is cached (:func:`agefair.inference.detect.reframe`; past the crop's edges its border is
+            is cached (:func:`agefair.data.framing.reframe`; past the crop's edges its border is
             replicated); 1 or None keeps UTKFace's framing. The predictor cuts faces out of
             photos the same way (``crop_face(zoom=framing)``).
         batch_size: images per batch.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agefair.labels import AGE_BANDS, MAX_AGE, RACES
+from agefair.labels import MAX_AGE, RACES, age_band
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,6 @@ def find_image_root(folder: Path) -> Path:
     """The folder holding the images: ``folder/UTKFace`` as in the official archive, or itself."""
     nested = folder / "UTKFace"
     return nested if nested.is_dir() else folder
-
-
-def age_band(age: int | np.ndarray) -> np.ndarray:
-    """Index of the age band (see ``AGE_BANDS``) of each age."""
-    edges = np.array([hi for _, hi in AGE_BANDS[:-1]])
-    return np.searchsorted(edges, np.asarray(age), side="left")
 
 
 def files_digest(files: Iterable[str]) -> str:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from agefair.config import CONF_DIR
 from agefair.evaluation.predictions import baseline_frame, predict_frame, score_predictions
-from agefair.evaluation.robustness import run_study
+from agefair.evaluation.robustness import run_study, study_summary
 from agefair.evaluation.sources import (
     external_faces,
     load_for_evaluation,
@@ -48,6 +48,7 @@ from agefair.evaluation.sources import (
     training_datamodule,
 )
 from agefair.models.base import AgeFairModule
+from agefair.reporting.robustness import update_report, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates ``cfg.ckpt_path`` (or ``cfg.baseline``) as the module docstring describes;
     returns the metrics."""
     if cfg.get("study") is not None:
-        return run_study(cfg)
+        return robustness_study(cfg)
     if cfg.get("baseline") is not None:
         if OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False) is not None:
             raise ValueError("give either ckpt_path=... or baseline=..., not both")
@@ -88,6 +89,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return write_metrics(
         out_dir, {"checkpoint": str(cfg.ckpt_path), "split": split, "n": len(preds), **metrics}
     )
+
+
+def robustness_study(cfg: DictConfig) -> dict[str, Any]:
+    """Runs the robustness study (:mod:`agefair.evaluation.robustness`), writes its plots and
+    ``summary.md`` into the run folder and, with ``study.report_dir``, files it in that report;
+    returns the summary of the command's JSON line."""
+    frame, info = run_study(cfg)
+    tolerance = float(cfg.study.tolerance)
+    out_dir = Path(cfg.paths.output_dir)
+    (out_dir / "summary.md").write_text(write_outputs(out_dir, frame, [info], tolerance))
+    if cfg.study.get("report_dir"):
+        readme = update_report(cfg.study.report_dir, frame, info, tolerance)
+        log.info("Report updated: %s", readme)
+    return study_summary(frame, info, tolerance, out_dir)
 
 
 def evaluate_unseen(model: AgeFairModule, train_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:

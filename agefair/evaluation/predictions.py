@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from agefair.evaluation.groups import age_group_metrics
+from agefair.metrics.age_groups import age_group_metrics
 from agefair.models.base import AgeFairModule, prediction_frame
 from agefair.training.results import write_split_outputs
 

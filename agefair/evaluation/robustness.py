@@ -23,10 +23,10 @@ Each grid point becomes one row of ``robustness.csv``: n, the share of images th
 prediction, age MAE, mean signed age error (prediction minus truth), gender and race accuracy,
 overall and per race (``age_mae_White``, ``gender_acc_Asian`` ...). The run folder also gets
 ``thresholds.csv`` (the lowest resolution and the smallest face fraction at which each metric
-stays within a tolerance of its clean value, read from that table), the plots and
-``summary.md``, all made by :mod:`agefair.evaluation.robustness_analysis`; with
-``study.report_dir`` the results are also filed under ``<report_dir>/results/<model>/`` and the
-plots and the README section of that folder are redrawn from every model filed there.
+stays within a tolerance of its clean value, :mod:`agefair.evaluation.robustness_limits`), the
+plots and ``summary.md`` (:mod:`agefair.reporting.robustness`, written by the evaluate command);
+with ``study.report_dir`` the results are also filed under ``<report_dir>/results/<model>/`` and
+the plots and the README section of that folder are redrawn from every model filed there.
 """
 
 from __future__ import annotations
@@ -50,27 +50,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
+from agefair.data.boxes import FaceBox
 from agefair.data.datamodule import FaceDataset
-from agefair.data.transforms import (
-    FILTER_STRENGTHS,
-    FILTERS,
-    FaceFractionPreset,
-    build_transform,
-    study_grid,
-)
-from agefair.evaluation.groups import group_table, headline_metrics
+from agefair.data.degradations import FILTER_STRENGTHS, FILTERS, FaceFractionPreset, study_grid
+from agefair.data.transforms import build_transform
 from agefair.evaluation.predictions import predict_frame
-from agefair.evaluation.robustness_analysis import (
-    curve_name,
-    format_threshold,
-    thresholds,
-    update_report,
-    write_outputs,
-)
+from agefair.evaluation.robustness_limits import curve_name, format_threshold, thresholds
 from agefair.evaluation.sources import load_for_evaluation, split_faces
-from agefair.inference.detect import FaceBox
 from agefair.inference.predictor import Predictor
 from agefair.labels import GENDERS, RACES
+from agefair.metrics.groups import group_table, headline_metrics
 from agefair.models.base import AgeFairModule
 
 log = logging.getLogger("agefair.evaluation.robustness")
@@ -272,7 +261,7 @@ def score(preds: pd.DataFrame, n: int, failed: int = 0) -> dict[str, float]:
     """The metrics of one grid point.
 
     Args:
-        preds: one row per image that got a prediction (see :mod:`agefair.evaluation.groups`).
+        preds: one row per image that got a prediction (see :mod:`agefair.metrics.groups`).
         n: images the point was evaluated on, including those without a prediction.
         failed: images whose picture could not be made (an error, not a missed face).
 
@@ -378,7 +367,7 @@ class PointEvaluator:
 
         Raises:
             ValueError: no detector is configured.
-            agefair.inference.detect.ModelFileError: the detector's model file is missing.
+            agefair.inference.model_files.ModelFileError: the detector's model file is missing.
         """
         if self.detector is None:
             raise ValueError("no detector configured for the detected curve")
@@ -469,15 +458,15 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def run_study(cfg: DictConfig) -> dict[str, Any]:
-    """Runs the study configured by ``cfg.study`` on ``cfg.ckpt_path`` and writes its outputs.
+def run_study(cfg: DictConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Runs the study configured by ``cfg.study`` on ``cfg.ckpt_path``; writes its table
+    (``robustness.csv``) and ``info.json`` into the run folder.
 
     Args:
         cfg: the evaluate config (``conf/eval.yaml``) with ``study`` from ``conf/study/``.
 
     Returns:
-        The checkpoint, model label, images, time, output folder, the clean metrics and the
-        overall thresholds (``<curve>/<metric>``), for the command's JSON line.
+        The table (one row per grid point) and the run's description (``info.json``).
     """
     study = cfg.study
     if study.get("name") != "robustness":
@@ -520,22 +509,25 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         "date": datetime.now().isoformat(timespec="seconds"),
         "overrides": _overrides(),
     }
-    tolerance = float(study.tolerance)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "robustness.csv", index=False)
     (out_dir / "info.json").write_text(json.dumps(info, indent=2, default=str))
-    (out_dir / "summary.md").write_text(write_outputs(out_dir, frame, [info], tolerance))
-    if study.get("report_dir"):
-        readme = update_report(study.report_dir, frame, info, tolerance)
-        log.info("Report updated: %s", readme)
+    return frame, info
+
+
+def study_summary(
+    frame: pd.DataFrame, info: Mapping[str, Any], tolerance: float, out_dir: str | Path
+) -> dict[str, Any]:
+    """The checkpoint, model label, images, time, output folder, the clean metrics and the
+    overall thresholds (``<curve>/<metric>``) of a study run, for the command's JSON line."""
     limits = thresholds(frame, tolerance, groups=("all",))
     clean = frame[frame["family"] == "clean"].iloc[0]
     return {
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": info["checkpoint"],
         "study": "robustness",
-        "model": label,
-        "n": len(faces),
+        "model": info["model"],
+        "n": info["images"],
         "points": len(frame),
         "failed_points": int((frame["error"] != "").sum()),
         "time_s": info["time_s"],

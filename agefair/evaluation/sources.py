@@ -19,7 +19,7 @@ from agefair.data.cache import load_or_build_cache
 from agefair.data.datamodule import FaceDataset
 from agefair.data.other_faces import read_labels_csv
 from agefair.data.utkface import scan_folder
-from agefair.evaluation.groups import parse_age_groups
+from agefair.metrics.age_groups import parse_age_groups
 from agefair.models.base import AgeFairModule
 from agefair.models.checkpoint import load_system
 from agefair.training.build import build_datamodule
@@ -87,7 +87,7 @@ def external_faces(
     cfg: DictConfig, size: int, cache_dir: Path, transform, framing: float = 1.0
 ) -> tuple[FaceDataset, str, tuple[np.ndarray, np.ndarray] | None]:
     """The images of ``cfg.images`` or ``cfg.labels`` decoded at ``size`` px, cut to
-    ``framing`` (:func:`agefair.inference.detect.reframe`).
+    ``framing`` (:func:`agefair.data.framing.reframe`).
 
     Returns:
         The dataset, the split name used in file names (``images`` or ``labels``) and, for a

@@ -26,13 +26,9 @@ import torch
 from tqdm.auto import tqdm
 
 from agefair.data.other_faces import read_labels_csv, select
-from agefair.evaluation.groups import (
-    age_group_distance,
-    age_group_metrics,
-    parse_age_groups,
-    proportion_ci,
-)
 from agefair.inference.imageio import ImageError
+from agefair.metrics.age_groups import age_group_distance, age_group_metrics, parse_age_groups
+from agefair.metrics.bootstrap import proportion_ci
 
 log = logging.getLogger(__name__)
 

@@ -1,29 +1,21 @@
-"""Age, gender and ethnicity for every face in a photo, and the ``agefair predict`` command.
-
-    agefair predict photo.jpg                     # a table per photo, newest checkpoint
-    agefair predict a.jpg b.png --json            # JSON on stdout
-    agefair predict photo.jpg --out boxes.jpg     # also draw the boxes and labels
-    agefair predict *.jpg --out-dir annotated/ --ckpt outputs/train/runs/.../epoch009.ckpt
-
-From Python::
+"""Age, gender and ethnicity for every face in a photo: the :class:`Predictor`.
 
     predictor = Predictor.from_checkpoint()       # newest checkpoint under outputs/
     for face in predictor("photo.jpg"):
         print(face.box, face.age, face.gender, face.race)
 
 The path of a photo is the path the training crops took: a detector finds each face, the face
-is cut out framed like UTKFace's aligned crops (:func:`agefair.inference.detect.crop_face`) at the
+is cut out framed like UTKFace's aligned crops (:func:`agefair.data.framing.crop_face`) at the
 size the training cache stored (``data.cache_size``, else ``data.img_size``), then the evaluation
 transform resizes and normalises it and the model sees every face of the photo in one batch.
+The ``agefair predict`` command (:mod:`agefair.inference.predict`) and the web app are thin
+layers over it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,18 +25,13 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from agefair.data.boxes import FaceBox
+from agefair.data.framing import crop_face, crop_square, reframe
 from agefair.data.transforms import build_transform
-from agefair.inference.detect import (
-    FaceBox,
-    FaceDetector,
-    available_detectors,
-    create_detector,
-    crop_face,
-    crop_square,
-    reframe,
-)
+from agefair.inference.checkpoints import default_checkpoint
+from agefair.inference.detect import FaceDetector, available_detectors, create_detector
 from agefair.inference.imageio import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -55,32 +42,13 @@ from agefair.inference.imageio import (
 )
 from agefair.labels import GENDERS, RACES
 from agefair.models.base import AgeFairModule
-from agefair.models.checkpoint import CheckpointError, load_system
+from agefair.models.checkpoint import load_system
 
-__all__ = [
-    "CKPT_ENV_VAR",
-    "DETECT_SIDE",
-    "FaceCrops",
-    "FacePrediction",
-    "PhotoPrediction",
-    "Predictor",
-    "default_checkpoint",
-    "run_checkpoint",
-    "describe_checkpoint",
-    "draw_predictions",
-    "format_label",
-    "main",
-]
+__all__ = ["DETECT_SIDE", "FaceCrops", "FacePrediction", "PhotoPrediction", "Predictor"]
 
-#: Environment variable naming the checkpoint to use when none is passed.
-CKPT_ENV_VAR = "AGEFAIR_CKPT"
 #: Longer side at which large photos are decoded for detection. The detectors shrink their input
 #: further anyway (YuNet to 640 px), so decoding more pixels than this only costs memory and time.
 DETECT_SIDE = 1600
-
-
-class NoCheckpointError(CheckpointError):
-    """No checkpoint was named and none was found under the outputs folder."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,118 +145,6 @@ class FaceCrops:
 
 
 # --------------------------------------------------------------------------------------------
-# Finding the checkpoint
-# --------------------------------------------------------------------------------------------
-def default_checkpoint(root: str | os.PathLike[str] = "outputs/train/runs") -> Path:
-    """The checkpoint used when none is named.
-
-    ``$AGEFAIR_CKPT`` if set; otherwise the newest run under ``root`` (where ``make train``
-    writes; runs that finished, i.e. wrote ``results.csv``, come before unfinished ones), and in
-    that run its best checkpoint (``epoch*.ckpt``, what ``ModelCheckpoint`` keeps) or else
-    ``last.ckpt``.
-
-    Args:
-        root: Folder holding the training outputs.
-
-    Returns:
-        Path of an existing checkpoint file.
-
-    Raises:
-        NoCheckpointError: If ``$AGEFAIR_CKPT`` names a missing file, or ``root`` holds no
-            checkpoint; the message says how to get one.
-    """
-    env = os.environ.get(CKPT_ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise NoCheckpointError(f"{CKPT_ENV_VAR}={env} but that file does not exist")
-        return path
-    root = Path(root)
-    runs: dict[Path, list[Path]] = {}
-    if root.is_dir():
-        for ckpt in root.rglob("*.ckpt"):
-            if ckpt.is_file():
-                runs.setdefault(ckpt.parent, []).append(ckpt)
-    if not runs:
-        raise NoCheckpointError(
-            f"no checkpoint found under {root.resolve()}/: train one with `make train` "
-            f"(or `python -m agefair.train`), or name one with --ckpt PATH or {CKPT_ENV_VAR}"
-        )
-
-    def finished(files: list[Path]) -> bool:
-        return (files[0].parent.parent / "results.csv").is_file()
-
-    newest_run = max(runs.values(), key=lambda files: (finished(files), max(map(_mtime, files))))
-    return _kept_checkpoint(newest_run)
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime
-
-
-def _kept_checkpoint(files: list[Path]) -> Path:
-    """Of one run's checkpoint files, the best one ``ModelCheckpoint`` kept, else the last."""
-    best = [p for p in files if p.name.startswith("epoch")]
-    last = [p for p in files if p.name == "last.ckpt"]
-    return max(best or last or files, key=_mtime)
-
-
-def run_checkpoint(run_dir: str | os.PathLike[str]) -> Path:
-    """The checkpoint of one run folder that :func:`default_checkpoint` would pick in it.
-
-    Raises:
-        NoCheckpointError: If the folder holds no checkpoint.
-    """
-    files = [p for p in Path(run_dir).rglob("*.ckpt") if p.is_file()]
-    if not files:
-        raise NoCheckpointError(f"{run_dir} holds no checkpoint")
-    return _kept_checkpoint(files)
-
-
-#: Override prefixes that say where files are, not what was trained.
-_PLACE_OVERRIDES = ("paths.", "hydra.", "callbacks.progress.", "data.data_dir", "data.archive")
-
-
-def describe_checkpoint(path: str | os.PathLike[str]) -> str:
-    """What trained a checkpoint, in words that mean something on another machine.
-
-    Reads the Hydra record of the run the checkpoint belongs to (``<run>/.hydra``, written by
-    ``agefair.train``), e.g. ``epoch015.ckpt of run default16: python -m agefair.train (default
-    configuration; cnn backbone, 64 px, 16 epochs)``. Overrides that only place files are left
-    out. Without that record, just the file name.
-
-    Args:
-        path: A checkpoint file.
-
-    Returns:
-        One line of text.
-    """
-    path = Path(path)
-    run = path.parent.parent
-    record = run / ".hydra"
-    if not (record / "config.yaml").is_file():
-        return f"{path.name}"
-    from omegaconf import OmegaConf  # already loaded by load_system in practice
-
-    cfg = OmegaConf.load(record / "config.yaml")
-    overrides = []
-    if (record / "overrides.yaml").is_file():
-        overrides = [
-            str(o)
-            for o in OmegaConf.load(record / "overrides.yaml")
-            if not str(o).startswith(_PLACE_OVERRIDES)
-        ]
-    what = f"overrides {' '.join(overrides)}" if overrides else "default configuration"
-    backbone = OmegaConf.select(cfg, "backbone.name", default="?")
-    size = OmegaConf.select(cfg, "data.img_size", default="?")
-    epochs = OmegaConf.select(cfg, "trainer.max_epochs", default="?")
-    return (
-        f"{path.name} of run {run.name}: python -m agefair.train ({what}; {backbone} backbone, "
-        f"{size} px, {epochs} epochs)"
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------------
 def _ms(start: float) -> float:
@@ -322,7 +178,7 @@ class Predictor:
         mean: Normalisation mean (0..1 scale); None takes the backbone's.
         std: Normalisation standard deviation; None takes the backbone's.
         framing: Side of each face's square in units of UTKFace's framing (``data.framing``,
-            the ``zoom`` of :func:`agefair.inference.detect.crop_face`); None takes the backbone's.
+            the ``zoom`` of :func:`agefair.data.framing.crop_face`); None takes the backbone's.
         max_pixels: Refuse photos with more pixels than this (decompression bombs).
         max_faces: Predict for at most this many faces per photo (the best scoring ones).
         batch_size: Most crops sent through the model at once.
@@ -631,163 +487,3 @@ def _int_box(box: FaceBox, width: int, height: int) -> list[int]:
         int(round(clipped.x1)),
         int(round(clipped.y1)),
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# Drawing
-# --------------------------------------------------------------------------------------------
-def format_label(face: FacePrediction) -> str:
-    """The one-line label of a face, e.g. ``31 ± 4 · female 97% · Asian 88%``."""
-    age = f"{face.age:.0f}" if face.age_sd is None else f"{face.age:.0f} ± {face.age_sd:.0f}"
-    return f"{age} · {face.gender} {face.gender_p:.0%} · {face.race} {face.race_confidence:.0%}"
-
-
-_COLOURS = [(255, 196, 0), (0, 200, 255), (255, 80, 160), (120, 230, 90), (200, 140, 255)]
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def draw_predictions(image: np.ndarray, preds: Sequence[FacePrediction]) -> np.ndarray:
-    """Draws each face's box and label on a copy of the photo.
-
-    Args:
-        image: The RGB ``uint8`` photo the predictions were made on (original size).
-        preds: Its predictions.
-
-    Returns:
-        A new RGB ``uint8`` array of the same size.
-    """
-    canvas = Image.fromarray(np.ascontiguousarray(image))
-    draw = ImageDraw.Draw(canvas)
-    width, height = canvas.size
-    # Line width and font grow with the photo so labels stay readable on 40 MP and 300 px alike.
-    unit = max(1.0, max(width, height) / 800)
-    font = ImageFont.load_default(size=max(10, round(14 * unit)))
-    line = max(2, round(2 * unit))
-    pad = round(3 * unit)
-    for i, face in enumerate(preds):
-        draw.rectangle(face.box, outline=_COLOURS[i % len(_COLOURS)], width=line)
-    placed: list[tuple[int, int, int, int]] = []
-    for i, face in enumerate(preds):
-        x0, y0, _, y1 = face.box
-        text = f"{i + 1}: {format_label(face)}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        tw, th = right - left + 2 * pad, bottom - top + 2 * pad
-        tx = min(max(0, x0), max(0, width - tw))
-        # Above the box, else inside its top edge, else below it: the first spot that does not
-        # cover an earlier label (faces side by side in group photos have wide labels).
-        spots = [y for y in (y0 - th, y0, y1) if 0 <= y <= height - th] or [max(0, y0 - th)]
-        ty = next(
-            (y for y in spots if not any(_overlap((tx, y, tx + tw, y + th), o) for o in placed)),
-            spots[0],
-        )
-        placed.append((tx, ty, tx + tw, ty + th))
-        draw.rectangle(placed[-1], fill=_COLOURS[i % len(_COLOURS)])
-        draw.text((tx + pad - left, ty + pad - top), text, fill=(0, 0, 0), font=font)
-    return np.asarray(canvas).copy()
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-def _table(name: str, result: PhotoPrediction) -> str:
-    head = f"{name} ({result.width}x{result.height})"
-    if not result.faces:
-        return f"{head}: no face found"
-    rows = [f"{head}: {len(result.faces)} face{'s' if len(result.faces) != 1 else ''}"]
-    rows.append(f"  {'#':>2}  {'box':<22} {'age':>9}  {'gender':<12} {'ethnicity':<14} detector")
-    for i, f in enumerate(result.faces, 1):
-        age = f"{f.age:.0f}" if f.age_sd is None else f"{f.age:.0f} ± {f.age_sd:.0f}"
-        box = ",".join(map(str, f.box))
-        rows.append(
-            f"  {i:>2}  {box:<22} {age:>9}  {f.gender + f' {f.gender_p:.0%}':<12} "
-            f"{f.race + f' {f.race_confidence:.0%}':<14} {f.det_score:.2f}"
-        )
-    if result.n_detected > len(result.faces):
-        rows.append(f"  ({result.n_detected - len(result.faces)} more faces not analysed)")
-    return "\n".join(rows)
-
-
-def _annotated_path(photo: Path, out: str | None, out_dir: str | None) -> Path | None:
-    if out:
-        return Path(out)
-    if out_dir:
-        return Path(out_dir) / f"{photo.stem}_predicted.jpg"
-    return None
-
-
-def _save(image: np.ndarray, path: Path) -> None:
-    """Saves in the format the file name says (PIL raises ValueError for an unknown one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, quality=92)  # quality: JPEG/WebP only, ignored by PNG
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``agefair predict`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="agefair predict",
-        description="Age, gender and ethnicity for every face in photos.",
-    )
-    parser.add_argument("photos", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
-    parser.add_argument(
-        "--ckpt", help=f"checkpoint; default ${CKPT_ENV_VAR} or the newest under outputs/"
-    )
-    parser.add_argument("--detector", default="yunet", choices=["yunet", "dlib-hog"])
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--out", help="write the photo with boxes and labels here (one photo)")
-    where.add_argument("--out-dir", help="write each annotated photo here as NAME_predicted.jpg")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``agefair predict``; returns the exit status (1 if any photo failed).
-
-    Args:
-        argv: Arguments after the command name; None reads ``sys.argv``.
-
-    Returns:
-        0 when every photo was read, 1 otherwise (errors are one line each on stderr).
-    """
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    if args.out and len(args.photos) > 1:
-        parser.error("--out takes one photo; use --out-dir for several")
-    # OpenCV's DNN module logs backend notes at warning level; they would clutter the tables.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        predictor = Predictor.from_checkpoint(args.ckpt, detector=args.detector)
-    except (CheckpointError, ImportError, RuntimeError, ValueError) as err:
-        print(f"agefair predict: error: {err}", file=sys.stderr)
-        return 1
-
-    failed = 0
-    results: list[dict[str, Any]] = []
-    for name in args.photos:
-        photo = Path(name)
-        try:
-            result = predictor.analyse(photo)
-            target = _annotated_path(photo, args.out, args.out_dir)
-            if target is not None:
-                image = load_image(photo, max_pixels=predictor.max_pixels)
-                _save(draw_predictions(image, result.faces), target)
-        except (ImageError, OSError, ValueError) as err:
-            failed += 1
-            print(f"agefair predict: error: {err}", file=sys.stderr)
-            results.append({"file": name, "error": str(err)})
-            continue
-        if args.json:
-            results.append({"file": name, **result.to_dict()})
-        else:
-            print(_table(name, result))
-            if target is not None:
-                print(f"  annotated photo: {target}")
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agefair.models.backbones import Backbone, InputConfig
+from agefair.models.backbone import Backbone, InputConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
 
-from agefair.evaluation.groups import flat_group_metrics, group_gaps, group_table
-from agefair.evaluation.metrics import HIGHER_IS_BETTER, TaskMetrics
 from agefair.labels import RACES
-from agefair.models.backbones import Backbone, InputConfig
+from agefair.metrics.groups import flat_group_metrics, group_gaps, group_table
+from agefair.metrics.tasks import HIGHER_IS_BETTER, TaskMetrics
+from agefair.models.backbone import Backbone, InputConfig
+from agefair.models.frozen import FreezeBackbone
 from agefair.models.tta import view_count, views
 
 log = logging.getLogger(__name__)
@@ -375,8 +376,6 @@ class AgeFairModule(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         if self.hparams.freeze_backbone_epochs > 0:
-            from agefair.training.callbacks import FreezeBackbone
-
             return [
                 FreezeBackbone(
                     self.hparams.freeze_backbone_epochs,

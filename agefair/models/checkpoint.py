@@ -7,9 +7,15 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from agefair.models.base import AgeFairModule
+
+#: Modules that moved, old prefix -> new: a checkpoint's stored config names classes by their
+#: import path, so a checkpoint written before a move still names the old one.
+MOVED_TARGETS = {
+    "agefair.callbacks.": "agefair.training.callbacks.",
+}
 
 
 class CheckpointError(RuntimeError):
@@ -26,6 +32,23 @@ def _no_downloads(node: Any) -> None:
                 node[key] = None
             else:
                 _no_downloads(node[key])
+
+
+def moved_targets(node: Any) -> None:
+    """Rewrites, in place, every ``_target_`` under ``node`` that names a module before a move
+    (:data:`MOVED_TARGETS`)."""
+    if isinstance(node, DictConfig):
+        for key in list(node.keys()):
+            value = node._get_node(key)._value()
+            if key == "_target_" and isinstance(value, str):
+                for old, new in MOVED_TARGETS.items():
+                    if value.startswith(old):
+                        node[key] = new + value.removeprefix(old)
+            else:
+                moved_targets(node[key])
+    elif isinstance(node, ListConfig):
+        for item in node:
+            moved_targets(item)
 
 
 def load_system(
@@ -61,6 +84,7 @@ def load_system(
     if expect_system and expect_system != system:
         raise CheckpointError(f"{path} holds a {system}, not the {expect_system} asked for")
     cfg = OmegaConf.create(meta["config"])
+    moved_targets(cfg)
     _no_downloads(cfg.model)
     if "data" in cfg and "framing" not in cfg.data:
         # Written before faces were cut to a backbone's framing: they were all cut as UTKFace's.

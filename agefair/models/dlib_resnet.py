@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from agefair.models.agev1 import Affine, AgeV1Trunk, init_random
-from agefair.models.backbones import Backbone, InputConfig
+from agefair.models.backbone import Backbone, InputConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from agefair.models.backbones import Backbone, create_backbone
+from agefair.models.backbone import Backbone
 
 #: The parts of a fused backbone's features a head may read (see :meth:`FusedBackbone.part`).
 PARTS = ("all", "frozen", "learned")
@@ -40,20 +40,23 @@ class FusedBackbone(Backbone):
     """Features of a frozen backbone and of a learned one, concatenated.
 
     Args:
-        frozen: registry arguments of the frozen backbone (``{"name": "dlib_resnet", ...}``);
-            its parameters never train.
-        learned: registry arguments of the learned backbone (``{"name": "cnn", ...}``).
+        frozen: the frozen backbone (e.g. ``dlib_resnet``); its parameters never train.
+        learned: the learned backbone (e.g. a small ``cnn``).
         learned_size: side the learned backbone sees its input at.
         frame_inside: the input keeps UTKFace's framing and only the frozen branch's view is
             widened to the frozen network's framing (see the module docstring).
     """
 
     def __init__(
-        self, frozen: dict, learned: dict, learned_size: int = 64, frame_inside: bool = False
+        self,
+        frozen: Backbone,
+        learned: Backbone,
+        learned_size: int = 64,
+        frame_inside: bool = False,
     ) -> None:
         super().__init__()
-        self.frozen = create_backbone(**dict(frozen))
-        self.learned = create_backbone(**dict(learned))
+        self.frozen = frozen
+        self.learned = learned
         self.frozen.requires_grad_(False)
         self.learned_size = int(learned_size)
         self.num_features = self.frozen.num_features + self.learned.num_features
@@ -76,7 +79,7 @@ class FusedBackbone(Backbone):
 
     def frozen_view(self, images: torch.Tensor) -> torch.Tensor:
         """The input as the frozen branch sees it: widened by ``frozen_zoom`` about its centre
-        (border pixels replicated, as :func:`agefair.inference.detect.reframe` does), same size."""
+        (border pixels replicated, as :func:`agefair.data.framing.reframe` does), same size."""
         if self.frozen_zoom == 1:
             return images
         size = images.shape[-2:]

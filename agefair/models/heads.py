@@ -69,8 +69,8 @@ class ExpectationAgeHead(nn.Module):
     ``sigma_per_year`` widens the distribution with age, ``sigma + sigma_per_year * age``: a
     year is a larger share of a child's age than of an adult's, and people misjudge (and
     misreport) adults' ages by more years. The defaults, 1.5 + 0.05 x age (2 years at 10, 3.5 at
-    40, 5 at 70), against 2 years at every age: level on aligned validation faces and 0.1 years
-    better on detector-framed ones over two seeds (experiments/best_cpu, `age_widening_sigma`).
+    40, 5 at 70), against 2 years at every age (``ablation=fixed_age_sigma``): compared in
+    experiments/best_cpu.
     The distribution's standard deviation is reported as ``age_sd``, the model's uncertainty.
     """
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agefair.labels import GENDERS, NUM_AGES, RACES
-from agefair.models.backbones import Backbone
+from agefair.models.backbone import Backbone
 from agefair.models.base import AgeFairModule
 
 SHAPE = (len(GENDERS), len(RACES), NUM_AGES)
@@ -51,6 +51,8 @@ class JointModule(AgeFairModule):
         age_sigma: spread (years) of the age part of the target. 0 gives the literal one-hot
             joint label; a few years shares the target between neighbouring ages of the same
             gender and race, since 1,170 classes leave most joint classes with few examples.
+            The recipe's race weighting weighs each image by its race's class weight; its
+            ``loss_weights`` find no per-task loss here to weight.
         **kwargs: see :class:`~agefair.models.base.AgeFairModule`.
     """
 
@@ -69,7 +71,15 @@ class JointModule(AgeFairModule):
             ages = self.net.ages
             target = torch.exp(-0.5 * ((ages - age.float()[:, None]) / self.hparams.age_sigma) ** 2)
             target = target / target.sum(-1, keepdim=True)
-            loss = -(target * logp).sum(-1).mean()
+            per_image = -(target * logp).sum(-1)
         else:
-            loss = F.nll_loss(logp, age)
+            per_image = F.nll_loss(logp, age, reduction="none")
+        # The recipe's race weighting, as the other systems' race losses apply it: each image
+        # weighs its race's class weight, normalised by the batch's total weight.
+        weights = self.class_weights.get("race")
+        if weights is None:
+            loss = per_image.mean()
+        else:
+            w = weights[race]
+            loss = (w * per_image).sum() / w.sum()
         return {"joint": loss, "loss": loss}

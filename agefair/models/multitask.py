@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from agefair.labels import GENDERS, RACES
-from agefair.models.backbones import Backbone
+from agefair.models.backbone import Backbone
 from agefair.models.base import AgeFairModule
+from agefair.models.frozen import plain_training_features
 from agefair.models.fused import PARTS, FusedBackbone
 from agefair.models.heads import ClassHead, create_age_head
 
@@ -16,7 +17,7 @@ class MultiTaskNet(nn.Module):
     """Backbone features shared by an age head and gender and race classifiers.
 
     Args:
-        backbone: a :class:`~agefair.models.backbones.Backbone`.
+        backbone: a :class:`~agefair.models.backbone.Backbone`.
         age_head: ``regression``, ``expectation`` or ``ordinal``.
         age_head_kwargs: keyword arguments of the age head (e.g. ``sigma``, ``l1_weight``).
         dropout: dropout before each head.
@@ -128,8 +129,6 @@ class MultiTaskModule(AgeFairModule):
     def on_train_epoch_start(self) -> None:
         backbone = self.net.backbone
         if isinstance(backbone, FusedBackbone) and self.frozen_branch_features is None:
-            from agefair.training.callbacks import plain_training_features  # the data stack, on use
-
             self.frozen_branch_features = plain_training_features(
                 self.trainer, self, backbone.frozen, backbone.frozen_features
             )

@@ -55,9 +55,10 @@ def pareto_mask(cost: Sequence[float], value: Sequence[float], lower_is_better: 
     return mask
 
 
-def _figure(
+def panel_figure(
     n_panels: int, cols: int = 3, width: float = 4.6, height: float = 3.9
 ) -> tuple[Figure, list[Any]]:
+    """A figure of ``n_panels`` axes, ``cols`` a row, each ``width`` x ``height`` inches."""
     cols = min(cols, n_panels)
     rows = math.ceil(n_panels / cols)
     fig = Figure(figsize=(width * cols, height * rows))
@@ -65,8 +66,10 @@ def _figure(
     return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
 
 
-def _save(fig: Figure, path: Path, title: str) -> Path:
-    fig.suptitle(title, fontsize=11)
+def save_figure(fig: Figure, path: Path, title: str | None = None) -> Path:
+    """Writes ``fig`` as a PNG (parent folders created), with ``title`` above its panels."""
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -93,7 +96,7 @@ def bars(
         title: the figure's title (what was compared, on what budget).
         log: columns drawn on a log axis (costs spanning orders of magnitude).
     """
-    fig, axes = _figure(len(panels))
+    fig, axes = panel_figure(len(panels))
     labels = [short_label(v) for v in frame["label"]]
     ticks = np.arange(len(frame))
     for i, (ax, (column, (name, lower))) in enumerate(zip(axes, panels.items(), strict=True)):
@@ -104,7 +107,7 @@ def bars(
         if column in log:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
-    return _save(fig, Path(path), title)
+    return save_figure(fig, Path(path), title)
 
 
 def pareto(
@@ -120,7 +123,7 @@ def pareto(
     Every configuration is labelled (``frame["label"]``); those on the front in bold and joined
     by the front's staircase, so what a reader sees is :func:`pareto_mask` of the same frame.
     """
-    fig, axes = _figure(len(panels), width=6.2, height=4.8)
+    fig, axes = panel_figure(len(panels), width=6.2, height=4.8)
     x = frame[cost].to_numpy(dtype=float)
     labels = [short_label(v) for v in frame["label"]]
     for ax, (column, (name, lower)) in zip(axes, panels.items(), strict=True):
@@ -158,7 +161,7 @@ def pareto(
                      fontsize=10)  # fmt: skip
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
-    return _save(fig, Path(path), title)
+    return save_figure(fig, Path(path), title)
 
 
 def objective_trace(
@@ -173,7 +176,7 @@ def objective_trace(
         path: the PNG to write.
         title: the figure's title.
     """
-    fig, (ax,) = _figure(1, width=7.5)
+    fig, (ax,) = panel_figure(1, width=7.5)
     position = np.arange(len(trials))
     y = trials[objective].to_numpy(dtype=float)
     ok = (trials["status"] == "ok").to_numpy() & ~np.isnan(y)
@@ -190,4 +193,4 @@ def objective_trace(
     ax.set_ylabel(f"{objective} ({'lower' if lower else 'higher'} is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, Path(path), title)
+    return save_figure(fig, Path(path), title)

@@ -193,16 +193,26 @@ def replace_section(path: str | Path, name: str, body: str) -> None:
     """
     path = Path(path)
     text = path.read_text()
+    if not has_markers(text, name):
+        raise ValueError(f"{path} has no <!-- {name}:start --> ... <!-- {name}:end --> section")
+    path.write_text(with_section(text, name, body))
+
+
+def has_markers(text: str, name: str) -> bool:
+    """Whether ``text`` holds both markers of section ``name``."""
+    return f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text
+
+
+def with_section(text: str, name: str, body: str) -> str:
+    """``text`` with ``body`` between the markers of section ``name``; a text without them gets
+    the section appended."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{path} has no {start} ... {end} section")
+    if not has_markers(text, name):
+        return f"{text.rstrip()}\n\n{start}\n{body.strip()}\n{end}\n"
     head, tail = text[: text.index(start) + len(start)], text[text.index(end) :]
-    path.write_text(f"{head}\n{body.strip()}\n{tail}")
+    return f"{head}\n{body.strip()}\n{tail}"
 
 
 def has_section(path: Path, name: str) -> bool:
     """Whether a file exists and holds both markers of a section."""
-    if not path.is_file():
-        return False
-    text = path.read_text()
-    return f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text
+    return path.is_file() and has_markers(path.read_text(), name)

@@ -21,17 +21,16 @@ from typing import Any
 
 import pandas as pd
 
-from agefair.evaluation.groups import (
+from agefair.labels import GENDERS, RACES
+from agefair.metrics.bootstrap import bootstrap_ci
+from agefair.metrics.confusion import confusion_matrix, plot_confusion
+from agefair.metrics.groups import (
     BOOTSTRAP_METRICS,
     TABLE_METRICS,
-    bootstrap_ci,
-    confusion_matrix,
     group_gaps,
     group_table,
     headline_metrics,
-    plot_confusion,
 )
-from agefair.labels import GENDERS, RACES
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ def write_split_outputs(
     Args:
         out_dir: the run folder.
         split: name used in the file names (``test``, ``val``, ``labels`` ...).
-        preds: one row per image (see :mod:`agefair.evaluation.groups`).
+        preds: one row per image (see :mod:`agefair.metrics.groups`).
         age: False when the true ages are unknown (only age groups): age metrics are left out.
         race: False when the system does not predict race (a pretrained age and gender model):
             race metrics are left out rather than reported as 0, and no race confusion matrix is

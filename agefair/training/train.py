@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from agefair.config import CONF_DIR
-from agefair.evaluation.metrics import combined_objective
+from agefair.metrics.tasks import combined_objective
 from agefair.models.base import AgeFairModule
 from agefair.training.build import build_datamodule, build_system
 from agefair.training.complexity import measure_complexity
@@ -72,7 +72,9 @@ def score_unseen_faces(
     (:mod:`agefair.evaluation.unseen`), logs ``unseen/...`` to TensorBoard and prints the figures;
     {} when it cannot be scored."""
     from agefair.evaluation.unseen import score_unseen, summary_line
-    from agefair.inference.detect import ModelFileError  # the inference stack, only when asked for
+    from agefair.inference.model_files import (
+        ModelFileError,  # the inference stack, only when asked for
+    )
     from agefair.inference.predictor import Predictor
 
     try:

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from agefair.inference.predictor import default_checkpoint, describe_checkpoint
+from agefair.inference.checkpoints import default_checkpoint, describe_checkpoint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     train_time = time.perf_counter() - start
 
-    from agefair.evaluation.groups import headline_metrics  # scored as agefair scores its runs
+    from agefair.metrics.groups import headline_metrics  # scored as agefair scores its runs
 
     for s in ("val", "test"):
         preds = pd.concat(

@@ -38,8 +38,9 @@ def score_run(
 ) -> pd.DataFrame:
     """The aligned-crop row and the tilted detector-framed row for one run's checkpoint;
     ``tta`` (``tta_flip``, ``tta_scales``) replaces the checkpoint's test-time views."""
+    from agefair.inference.checkpoints import run_checkpoint
     from agefair.inference.detect import create_detector
-    from agefair.inference.predictor import Predictor, run_checkpoint
+    from agefair.inference.predictor import Predictor
 
     study = crop_framing_study()
     ckpt = run_checkpoint(run_dir)
@@ -70,7 +71,7 @@ def score_each_run(
     )
     parser.add_argument("--force", action="store_true", help="rescore runs already scored")
     args = parser.parse_args(argv)
-    from agefair.inference.detect import resolve_yunet_model
+    from agefair.inference.model_files import resolve_yunet_model
 
     yunet = resolve_yunet_model(args.yunet)  # fails before any work, saying where to put it
     torch.set_num_threads(1)  # one run at a time per core; more threads only contend

@@ -25,13 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from agefair.evaluation.groups import (  # noqa: E402
-    bootstrap_ci,
-    group_masks,
-    group_table,
-    headline_metrics,
-)
-from agefair.reporting.sweep_results import collect  # noqa: E402
+from agefair.metrics.bootstrap import bootstrap_ci  # noqa: E402
+from agefair.metrics.groups import group_masks, group_table, headline_metrics  # noqa: E402
+from agefair.reporting.sweep_results import collect, member_config  # noqa: E402
 from agefair.reporting.tables import format_count, replace_section, to_markdown, with_ci  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -139,6 +135,10 @@ def threads_line(threads: pd.Series) -> str:
     return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
 
+#: Ablations renamed since some rows were recorded: the name a run recorded -> today's.
+RENAMED = {"no_ema": "none", "full": "ema"}
+
+
 def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per ablation variant and network size, in order of first appearance.
 
@@ -147,7 +147,7 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
     """
     rows = [
         {
-            "variant": r["ablation"],
+            "variant": RENAMED.get(r["ablation"], r["ablation"]),
             "params": format_count(r["params"]),
             "seed": r["seed"],
             "train time (s)": r["train_time_s"],
@@ -199,21 +199,15 @@ def group_ci_table(preds: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def saved_config(run_dir: Path):
-    """The run's saved Hydra config; None for runs without one (the bare script)."""
-    path = run_dir / ".hydra" / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
-
-
 def augmentation_strength(run_dir: Path) -> float | None:
     """The run's ``data.augment.strength``, from its saved Hydra config (None if absent)."""
-    cfg = saved_config(run_dir)
+    cfg = member_config(run_dir)  # None for the bare script's runs
     return None if cfg is None else OmegaConf.select(cfg, "data.augment.strength", default=None)
 
 
 def test_time_views(run_dir: Path) -> str | None:
     """What the run averages per test face besides the face itself: ``mirror, 2 zooms``."""
-    cfg = saved_config(run_dir)
+    cfg = member_config(run_dir)
     if cfg is None:
         return None
     flip = OmegaConf.select(cfg, "model.tta_flip", default=True)

@@ -33,21 +33,12 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from agefair.data.boxes import FaceBox
 from agefair.data.cache import decode_image
-from agefair.inference.detect import (
-    CROP_SCALE,
-    LANDMARK_TEMPLATE,
-    FaceBox,
-    FaceDetector,
-    crop_face,
-    crop_square,
-)
-from agefair.inference.predictor import (
-    FacePrediction,
-    Predictor,
-    default_checkpoint,
-    describe_checkpoint,
-)
+from agefair.data.framing import CROP_SCALE, LANDMARK_TEMPLATE, crop_face, crop_square
+from agefair.inference.checkpoints import default_checkpoint, describe_checkpoint
+from agefair.inference.detect import FaceDetector
+from agefair.inference.predictor import FacePrediction, Predictor
 from agefair.labels import GENDERS, RACES
 from agefair.models.checkpoint import load_system
 from agefair.reporting.tables import replace_section, to_markdown
@@ -382,7 +373,7 @@ def calibrate(detector: FaceDetector, faces: Sequence[np.ndarray]) -> tuple[str,
     found = df[df["found"]].reset_index(drop=True)
     held_out = found.iloc[len(found) // 2 :]
     fitted = fit_framing(found.iloc[: len(found) // 2])
-    from agefair.inference import detect  # the library's current constants, for the comparison
+    from agefair.data import framing  # the library's current constants, for the comparison
 
     methods = {
         "1.2 box widths around the landmark centroid (before)": legacy_square,
@@ -404,7 +395,7 @@ def calibrate(detector: FaceDetector, faces: Sequence[np.ndarray]) -> tuple[str,
         "",
         f"Fitted on the first half: `CROP_SCALE = {fitted['CROP_SCALE']}`, "
         f"`LANDMARK_TEMPLATE = {fitted['LANDMARK_TEMPLATE']}`; in the library: "
-        f"`{detect.CROP_SCALE}`, `{detect.LANDMARK_TEMPLATE}`.",
+        f"`{framing.CROP_SCALE}`, `{framing.LANDMARK_TEMPLATE}`.",
     ]
     return "\n".join(lines), fitted
 

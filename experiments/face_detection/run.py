@@ -32,7 +32,6 @@ import csv
 import os
 import platform
 import random
-import re
 import sys
 import tarfile
 import tempfile
@@ -49,19 +48,20 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from agefair.inference.detect import (  # noqa: E402 - the repository root is put on the path first
+# noqa E402 below: the repository root is put on the path first.
+from agefair.data.boxes import FaceBox  # noqa: E402
+from agefair.data.framing import crop_face, crop_square  # noqa: E402
+from agefair.inference.detect import (  # noqa: E402
     LANDMARK_LIMITS,
-    FaceBox,
     FaceDetector,
     LandmarkGeometry,
     YuNetDetector,
     create_detector,
-    crop_face,
-    crop_square,
     landmark_geometry,
     landmark_problem,
 )
 from agefair.inference.imageio import load_image  # noqa: E402
+from agefair.reporting.tables import with_section  # noqa: E402
 
 # Labelled boxes are dlib-style: tight, from the brows to the chin. YuNet's box runs from the
 # hairline to below the chin and is ~1.3x as tall as wide, so a correct YuNet box overlaps a label
@@ -693,14 +693,6 @@ def calibrate(n: int, photos: Path, out: Path) -> str:
 # ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
-def replace_block(text: str, name: str, content: str) -> str:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{content}\n{end}"
-    if start in text and end in text:
-        return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    return text.rstrip() + "\n\n" + block + "\n"
-
-
 def results_markdown(rows: list[Row], small, dogs, weakest: float) -> str:
     lines = [
         f"Machine: {os.cpu_count()} CPU cores, no GPU, {platform.system()} {platform.machine()}, "
@@ -797,9 +789,9 @@ def main(argv: list[str] | None = None) -> None:
     text = results_markdown(rows, small_photo_rows(args.photos), dog_rows(args.photos), weakest)
     readme = args.out / "README.md"
     current = readme.read_text() if readme.exists() else "# Face detection\n"
-    current = replace_block(current, "results", text)
+    current = with_section(current, "results", text)
     if args.calibrate:
-        current = replace_block(
+        current = with_section(
             current, "calibration", calibrate(args.calibrate, args.photos, args.out)
         )
     if args.fairface is not None:
@@ -807,7 +799,7 @@ def main(argv: list[str] | None = None) -> None:
         write_fairface_csv(results, args.out / "fairface.csv")
         n_photos = results[0].photos
         ff_text = fairface_markdown(results, faces, n_photos)
-        current = replace_block(current, "fairface", ff_text)
+        current = with_section(current, "fairface", ff_text)
         text += "\n\n" + ff_text
     readme.write_text(current)
     print(text)

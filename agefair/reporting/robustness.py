@@ -1,14 +1,13 @@
-"""The robustness study's report: thresholds, plots and the markdown summary.
+"""The robustness study's report: plots, the markdown summary, the report folder.
 
 Everything here reads the study's table (``robustness.csv``, one row per model and grid point,
 see :mod:`agefair.evaluation.robustness`), so a report can be redrawn from the CSVs alone::
 
-    python -m agefair.evaluation.robustness_analysis experiments/robustness
+    python -m agefair.reporting.robustness experiments/robustness
 
-:func:`thresholds` turns a table into the lowest resolution and the smallest face fraction at
-which each metric stays within a tolerance of its clean value; :func:`summary_markdown` writes
-them, with a table per family, and :func:`update_report` files one model's results in a report
-folder and redraws its plots and README section from every model filed there.
+:func:`summary_markdown` writes the thresholds of :mod:`agefair.evaluation.robustness_limits`
+with a table per family, and :func:`update_report` files one model's results in a report folder
+and redraws its plots and README section from every model filed there.
 """
 
 from __future__ import annotations
@@ -18,38 +17,37 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from agefair.evaluation.robustness_limits import (
+    THRESHOLD_METRICS,
+    curve_name,
+    format_threshold,
+    read_results,
+    thresholds,
+    within_tolerance,
+)
 from agefair.labels import RACES
+from agefair.reporting.plots import panel_figure, save_figure
 from agefair.reporting.tables import replace_section, to_markdown
 
 __all__ = [
-    "THRESHOLD_CURVES",
-    "THRESHOLD_METRICS",
     "collect_results",
-    "curve_name",
     "draw_plots",
-    "format_threshold",
     "plot_face_fraction",
     "plot_filter_bias",
     "plot_resolution",
-    "read_results",
     "render_report",
     "summary_markdown",
-    "thresholds",
     "update_report",
     "write_outputs",
 ]
 
-#: Curves with a threshold: ``(family, variant)``, each read from its largest value down.
-THRESHOLD_CURVES = (("resolution", ""), ("face_fraction", "as_is"), ("face_fraction", "detected"))
-#: Metrics with a threshold, and whether lower values are better.
-THRESHOLD_METRICS = {"age_mae": True, "gender_acc": False, "race_acc": False, "found_rate": False}
 #: Column names of the metrics in the markdown tables.
 METRIC_NAMES = {
     "age_mae": "age MAE",
@@ -66,146 +64,7 @@ PLOTS = {
 }
 
 
-# ---------------------------------------------------------------------------------- thresholds
-def read_results(path: str | Path) -> pd.DataFrame:
-    """A ``robustness.csv`` read back (empty variants and errors stay empty strings)."""
-    text = {"variant": str, "error": str}
-    return pd.read_csv(path, dtype=text).fillna({"variant": "", "error": ""})
-
-
-def _within(value: float, clean: float, lower_is_better: bool, tolerance: float) -> bool:
-    """Whether ``value`` is within ``tolerance`` (relative) of ``clean``; NaN never is."""
-    if not (math.isfinite(value) and math.isfinite(clean)):
-        return False
-    if lower_is_better:
-        return value <= (1 + tolerance) * clean
-    return value >= (1 - tolerance) * clean
-
-
-def _within_run(values: Sequence[float], ok: Sequence[bool]) -> tuple[float, float, list[float]]:
-    """Reads one curve from its largest value down (``values`` sorted so).
-
-    Returns:
-        The last value of the first run of values within the bound (NaN: none is), the value
-        that ends the run (NaN: the run reaches the smallest value) and the values above the
-        run that were outside.
-    """
-    start = next((i for i, flag in enumerate(ok) if flag), len(ok))
-    above = list(values[:start])
-    if start == len(ok):
-        return math.nan, math.nan, above
-    stop = next((i for i in range(start, len(ok)) if not ok[i]), len(ok))
-    return values[stop - 1], values[stop] if stop < len(ok) else math.nan, above
-
-
-def thresholds(
-    frame: pd.DataFrame, tolerance: float = 0.1, groups: Iterable[str] = ("all", *RACES)
-) -> pd.DataFrame:
-    """The lowest grid value down to which each metric stays within ``tolerance`` of clean.
-
-    "Within": age MAE at most ``(1 + tolerance)`` times its clean value; gender accuracy, race
-    accuracy and found rate at least ``(1 - tolerance)`` times theirs (a missing value never
-    is). Each curve of :data:`THRESHOLD_CURVES` is read from its largest grid value down; the
-    threshold is the last value before the first one outside the bound, so every grid value
-    from the top down to it is within. Values outside at the very top (the detected curve at
-    fraction 1, where the face fills the whole picture) are listed in ``outside_above`` and
-    the reading starts below them. The clean reference is the model's ``clean`` row.
-
-    Args:
-        frame: rows of the study (one or more models; ``robustness.csv``).
-        tolerance: relative tolerance, 0.1 for "within 10%".
-        groups: ``all`` for the overall metrics and race names for ``<metric>_<race>``.
-
-    Returns:
-        One row per model, curve (``family``, ``variant``), group and metric (found rate only
-        for ``all``; metrics without their column in ``frame`` are left out) with ``clean``,
-        ``bound``, ``threshold`` (NaN: no grid value is within), ``first_outside`` (the grid
-        value that ends the run; NaN: within down to the smallest value) and ``outside_above``
-        (the values above the run outside the bound, e.g. ``"1"``).
-
-    Raises:
-        ValueError: a model without its clean row.
-    """
-    frame = frame.fillna({"variant": ""})
-    rows = []
-    for model, runs in frame.groupby("model", sort=False):
-        clean_rows = runs[runs["family"] == "clean"]
-        if clean_rows.empty:
-            raise ValueError(f"model {model!r} has no clean row to compare with")
-        clean = clean_rows.iloc[0]
-        for family, variant in THRESHOLD_CURVES:
-            curve = runs[(runs["family"] == family) & (runs["variant"] == variant)]
-            curve = curve.sort_values("value", ascending=False)
-            if curve.empty:
-                continue
-            values = [float(v) for v in curve["value"]]
-            for group in groups:
-                for metric, lower in THRESHOLD_METRICS.items():
-                    if group != "all" and metric == "found_rate":
-                        continue
-                    col = metric if group == "all" else f"{metric}_{group}"
-                    if col not in curve.columns:
-                        continue
-                    ref = float(clean[col])
-                    ok = [_within(float(x), ref, lower, tolerance) for x in curve[col]]
-                    threshold, first_outside, above = _within_run(values, ok)
-                    rows.append(
-                        {
-                            "model": model,
-                            "family": family,
-                            "variant": variant,
-                            "group": group,
-                            "metric": metric,
-                            "clean": ref,
-                            "bound": ref * (1 + tolerance if lower else 1 - tolerance),
-                            "threshold": threshold,
-                            "first_outside": first_outside,
-                            "outside_above": ", ".join(f"{v:g}" for v in above),
-                        }
-                    )
-    return pd.DataFrame(rows)
-
-
-def _grid_value(value: float, family: str) -> str:
-    return f"{value:g} px" if family == "resolution" else f"{value:g}"
-
-
-def format_threshold(
-    threshold: float, first_outside: float, family: str, outside_above: str = ""
-) -> str:
-    """A threshold as the summary prints it: ``16 px``; ``≤ 8 px`` when the metric stayed
-    within down to the lowest value tried; ``none`` when no value was within; and
-    ``(outside at 1)`` after it when values above were outside."""
-    if math.isnan(threshold):
-        return "none"
-    text = _grid_value(threshold, family)
-    text = f"≤ {text}" if math.isnan(first_outside) else text
-    return f"{text} (outside at {outside_above})" if outside_above else text
-
-
-def curve_name(family: str, variant: str) -> str:
-    """A curve's name in tables, e.g. ``face fraction, as is``."""
-    return family.replace("_", " ") + (f", {variant.replace('_', ' ')}" if variant else "")
-
-
 # ---------------------------------------------------------------------------------------- plots
-def _figure(n_panels: int) -> tuple[Any, list[Any]]:
-    # Figure without pyplot, as agefair.evaluation.groups.plot_confusion: no global state.
-    from matplotlib.figure import Figure
-
-    cols = 2
-    rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(11, 3.8 * rows))
-    return fig, [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
-
-
 def _plot_curves(
     frame: pd.DataFrame,
     family: str,
@@ -217,7 +76,7 @@ def _plot_curves(
 ) -> Path:
     """Metric panels against the grid value of ``family``: a colour per model, a line style per
     variant, and the model's tolerance bound dotted."""
-    fig, axes = _figure(len(metrics))
+    fig, axes = panel_figure(len(metrics), cols=2, width=5.5, height=3.8)
     colours = [f"C{i}" for i in range(10)]
     values = sorted(frame.loc[frame["family"] == family, "value"].unique())
     for m, (model, runs) in enumerate(frame.groupby("model", sort=False)):
@@ -245,7 +104,7 @@ def _plot_curves(
         if metric == "age_bias":
             ax.axhline(0, color="grey", lw=0.8)
     axes[0].legend(fontsize=7, title=f"dotted: {tolerance:.0%} bound", title_fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_resolution(frame: pd.DataFrame, path: str | Path, tolerance: float = 0.1) -> Path:
@@ -267,14 +126,12 @@ def plot_face_fraction(frame: pd.DataFrame, path: str | Path, tolerance: float =
 def plot_filter_bias(frame: pd.DataFrame, path: str | Path) -> Path:
     """Signed age error (prediction minus truth) per filter and strength, a bar per model; the
     line marks each model's value without a filter."""
-    from matplotlib.figure import Figure
-
     rows = frame[(frame["family"] == "filter") & (frame["variant"] != "none")]
     names = [f"{v} {s:g}" for v, s in zip(rows["variant"], rows["value"], strict=True)]
     labels = list(dict.fromkeys(names))
     models = list(dict.fromkeys(frame["model"]))
-    fig = Figure(figsize=(8, 1.2 + 0.32 * len(labels) * max(1, len(models) / 1.5)))
-    ax = fig.add_subplot()
+    size = 1.2 + 0.32 * len(labels) * max(1, len(models) / 1.5)
+    fig, (ax,) = panel_figure(1, width=8, height=size)
     height = 0.8 / max(1, len(models))
     y = np.arange(len(labels))
     for m, model in enumerate(models):
@@ -298,7 +155,7 @@ def plot_filter_bias(frame: pd.DataFrame, path: str | Path) -> Path:
     ax.set_xlabel("mean signed age error, years (> 0: looks older); dotted: no filter")
     ax.legend(fontsize=7)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def draw_plots(frame: pd.DataFrame, folder: Path, tolerance: float = 0.1) -> dict[str, Path]:
@@ -326,7 +183,7 @@ def _marked(value: float, clean: float, metric: str, tolerance: float) -> str:
     """The value, in bold when it is outside the tolerance bound of its clean value."""
     text = _num(value, 2 if metric.startswith("age") else 3)
     lower = THRESHOLD_METRICS.get(metric)
-    if text and lower is not None and not _within(float(value), float(clean), lower, tolerance):
+    if text and lower is not None and not within_tolerance(value, clean, lower, tolerance):
         return f"**{text}**"
     return text
 
@@ -472,8 +329,9 @@ def summary_markdown(
     Args:
         frame: the study's rows, one or more models.
         infos: one dict per model (its ``info.json``, see
-        :func:`agefair.evaluation.robustness.run_study`). tolerance: relative tolerance of "within"
-        (see :func:`thresholds`). plots: family -> link of its plot, shown above its table.
+            :func:`agefair.evaluation.robustness.run_study`).
+        tolerance: relative tolerance of "within" (see :func:`thresholds`).
+        plots: family -> link of its plot, shown above its table.
 
     Returns:
         The markdown text (level-3 headings), thresholds computed by :func:`thresholds`.
@@ -580,7 +438,8 @@ def write_outputs(
         folder: where the files go.
         frame: the study's rows (one or more models).
         infos: one dict per model (its ``info.json``, see
-        :func:`agefair.evaluation.robustness.run_study`). tolerance: relative tolerance of "within".
+            :func:`agefair.evaluation.robustness.run_study`).
+        tolerance: relative tolerance of "within".
         link_prefix: prefix of the plots' links in the summary (their folder relative to where
             the summary is read).
     """
@@ -652,7 +511,7 @@ def update_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agefair.evaluation.robustness_analysis REPORT_DIR``: redraws a report from its
+    """``python -m agefair.reporting.robustness REPORT_DIR``: redraws a report from its
     CSVs."""
     parser = argparse.ArgumentParser(description=render_report.__doc__.splitlines()[0])
     parser.add_argument("report_dir", type=Path, help="e.g. experiments/robustness")
