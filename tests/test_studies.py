@@ -107,7 +107,17 @@ def test_complexity_sweep_timm(tmp_path, data_args, cnn_sweep):
 def test_hparam_search(tmp_path, data_args):
     folder = sweep(tmp_path / "sweep", data_args, "hparams_search=optuna",
                    "hydra.sweeper.n_trials=2", *SMALL_CNN)  # fmt: skip
-    rows, summary = report(tmp_path / "report", "hparam_search", folder)
+    # Resumed: one more trial in a new folder, added to the study stored in the first.
+    storage = f"sqlite:///{folder / 'optuna.db'}"
+    more = sweep(tmp_path / "more", data_args, "hparams_search=optuna", *SMALL_CNN,
+                 "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage={storage}",
+                 "hydra.sweeper.sampler.seed=1")  # fmt: skip
+    import optuna  # the sweeps extra
+
+    study = optuna.load_study(study_name="agefair_default", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert not (more / "optuna.db").exists()
+    rows, summary = report(tmp_path / "report", "hparam_search", folder, more)
     assert rows["label"].str.contains("model.lr=").all()
     assert rows["val/objective"].notna().all()
     assert "optimization_results.yaml` agrees with the table" in summary

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from PIL import Image, UnidentifiedImageError
 
+from agefair import __version__
 from agefair.inference.checkpoints import CheckpointError
 from agefair.inference.imageio import DEFAULT_MAX_PIXELS, ImageError, image_size
 from agefair.inference.predictor import Predictor
@@ -246,7 +247,7 @@ def create_app(
             "from a model trained on UTKFace; they are statistical guesses about appearance, "
             "not facts about a person."
         ),
-        version="1",
+        version=__version__,
     )
     app.state.predictor = predictor
     app.add_middleware(UploadLimit, max_body=max_bytes + _MULTIPART_OVERHEAD)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from agefair.data.cache import DecodedImages, load_or_build_cache
@@ -165,7 +166,16 @@ class UTKFaceDataModule(pl.LightningDataModule):
         return find_image_root(safe_extract(self.archive, dest))
 
     def prepare(self, report: bool = False) -> PreparedData:
-        """Extracts, scans, decodes and splits (each reused when done before); loads the result."""
+        """Extracts, scans, decodes and splits (each reused when done before); loads the result.
+
+        Under a lock on the data folder: members of a parallel sweep starting on a fresh folder
+        wait for the first to finish instead of each extracting and decoding the archive.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.data_dir / ".prepare.lock"):
+            return self._prepare(report)
+
+    def _prepare(self, report: bool) -> PreparedData:
         root = self._image_root()
         records, name_rejects = scan_folder(root)
         decoded = load_or_build_cache(

@@ -147,7 +147,13 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
                 for m in members:
                     _check_member(m.name, tmp, m.isfile() or m.isdir())
                 tf.extractall(tmp, members=members, filter="data")
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            # Another process extracted the same archive meanwhile: keep its folder.
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -92,10 +93,26 @@ def score_unseen_faces(
     return metrics
 
 
+def torch_threads(cfg: DictConfig) -> int | None:
+    """The run's torch threads: ``threads`` if set; for a member of a sweep whose launcher runs
+    ``n_jobs`` members at once (joblib), the cores shared between them; else torch's default."""
+    if cfg.get("threads"):
+        return int(cfg.threads)
+    if not HydraConfig.initialized():
+        return None
+    launcher = HydraConfig.get().launcher
+    jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if not jobs:
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if jobs < 0 else min(int(jobs), cores)))
+
+
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    threads = torch_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
 
@@ -129,6 +146,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "img_size": img,
         "framing": datamodule.framing,
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
         **costs,
         "train_time_s": round(train_time, 1),
         "epochs": trainer.current_epoch,

@@ -1,0 +1,76 @@
+"""Sweeps beyond one member at a time: parallel members from a fresh data folder."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import threading
+
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from agefair.data.datamodule import UTKFaceDataModule
+from agefair.data.utkface import safe_extract
+from tests.conftest import TINY, run_module
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_from_an_empty_data_folder(tmp_path, tiny_archive):
+    """Both members start on a folder with nothing extracted: one prepares it, both finish."""
+    sweep, data = tmp_path / "sweep", tmp_path / "data"
+    run_module(
+        "agefair.train", "-m", *TINY, "hydra/launcher=parallel", "seed=0,1",
+        "trainer.max_epochs=1", "data.unseen=null", f"paths.archive={tiny_archive}",
+        f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    rows = pd.concat([pd.read_csv(sweep / m / "results.csv") for m in ("0", "1")])
+    assert rows["status"].tolist() == ["ok", "ok"] and sorted(rows["seed"]) == [0, 1]
+    # The two members shared the cores instead of each taking all of them.
+    assert rows["threads"].tolist() == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    extracted = sorted(p.name for p in (data / "extracted").iterdir())
+    assert len(extracted) == 1 and not extracted[0].startswith("."), extracted
+    assert len(list((data / "cache").glob("*.npy"))) == 1
+
+
+def test_preparing_waits_for_a_member_already_at_it(tmp_path, tiny_archive):
+    datamodule = UTKFaceDataModule(archive=tiny_archive, data_dir=tmp_path, img_size=32)
+    held = FileLock(tmp_path / ".prepare.lock")
+    done = threading.Event()
+    with held:
+        worker = threading.Thread(target=lambda: (datamodule.prepare(), done.set()))
+        worker.start()
+        worker.join(timeout=1.0)
+        # Still waiting, and nothing written while the other member holds the folder.
+        assert not done.is_set() and not (tmp_path / "extracted").exists()
+    worker.join(timeout=120)
+    assert done.is_set() and len(list((tmp_path / "cache").glob("*.npy"))) == 1
+
+
+def test_an_archive_extracted_meanwhile_elsewhere_is_kept(tmp_path, tiny_archive, monkeypatch):
+    dest = tmp_path / "extracted" / "UTKFace"
+    real = tarfile.TarFile.extractall
+
+    def racing(self, path, *args, **kwargs):
+        real(self, path, *args, **kwargs)
+        dest.mkdir(parents=True)  # the other process renames its copy into place first
+        (dest / "theirs.txt").write_text("kept")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", racing)
+    assert safe_extract(tiny_archive, dest) == dest
+    assert [p.name for p in dest.iterdir()] == ["theirs.txt"]
+    assert [p.name for p in dest.parent.iterdir()] == ["UTKFace"]  # no partial folder left
+
+
+@pytest.mark.slow
+def test_a_submitit_local_sweep_from_an_empty_data_folder(tmp_path, tiny_archive):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the sweeps extra")
+    sweep, data = tmp_path / "sweep", tmp_path / "data"
+    run_module(
+        "agefair.train", "-m", *TINY, "hydra/launcher=submitit_local", "seed=0,1",
+        "hydra.launcher.timeout_min=10", "trainer.max_epochs=1", "data.unseen=null",
+        f"paths.archive={tiny_archive}", f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    rows = pd.concat([pd.read_csv(sweep / m / "results.csv") for m in ("0", "1")])
+    assert rows["status"].tolist() == ["ok", "ok"] and sorted(rows["seed"]) == [0, 1]
+    assert len(list((data / "cache").glob("*.npy"))) == 1
