@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -17,6 +18,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the web app needs the app extra: pip install 'agefair[app]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
+import agefair
 from agefair.app import create_app  # noqa: E402
 from agefair.inference.detect import CentreDetector, StaticDetector, create_detector  # noqa: E402
 from agefair.inference.predictor import Predictor  # noqa: E402
@@ -59,6 +61,12 @@ def png_claiming(width: int, height: int) -> bytes:
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
     return bytes(data)
+
+
+def image_bytes(kind: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(textured(64, 48)).save(buf, kind)
+    return buf.getvalue()
 
 
 def assert_healthy(client: TestClient) -> None:
@@ -165,9 +173,10 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_stays_up(centre_client):
     good = jpeg_bytes(textured(300, 200))
     cases = [
         (good[: len(good) // 2], "cut.jpg", 400, "truncated"),
-        (b"Dear diary, today I renamed a text file.", "notes.jpg", 415, "not a recognised"),
+        (b"Dear diary, today I renamed a text file.", "notes.jpg", 415, "not one of JPEG"),
         (b"", "empty.jpg", 400, "empty"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "fake.png", 415, "not a recognised"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "fake.png", 415, "not one of JPEG"),
+        (image_bytes("PPM"), "photo.ppm", 415, "not one of JPEG"),  # PIL reads it; not allowed
     ]
     for data, name, status, words in cases:
         response = upload(centre_client, data, name)
@@ -227,3 +236,61 @@ def test_the_model_runs_off_the_event_loop(tiny_ckpt):
 
     quick, slow = asyncio.run(scenario())
     assert quick < 0.8 < slow
+
+
+class GatedDetector(StaticDetector):
+    """Holds every photo until ``gate`` opens: a photo whose analysis takes as long as a test
+    wants."""
+
+    def __init__(self, boxes) -> None:
+        super().__init__(boxes)
+        self.gate = threading.Event()
+
+    def detect(self, image):
+        self.gate.wait(timeout=30)
+        return super().detect(image)
+
+
+def test_a_full_server_answers_503_at_once_and_says_so_when_probed(tiny_ckpt):
+    detector = GatedDetector([(10, 10, 60, 70)])
+    predictor = Predictor.from_checkpoint(tiny_ckpt, detector=detector)
+    app = create_app(predictor, workers=1, queue=1)
+    data = jpeg_bytes(textured(200, 150))
+
+    async def scenario() -> list:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            photo = {"file": ("p.jpg", data, "image/jpeg")}
+            first = asyncio.create_task(client.post("/predict", files=photo))
+            await asyncio.sleep(0.2)
+            busy = await client.post("/predict", files=photo)
+            probe_full = await client.get("/healthz")
+            detector.gate.set()
+            done = await first
+            probe_after = await client.get("/healthz")
+            return [busy, probe_full, done, probe_after]
+
+    busy, probe_full, done, probe_after = asyncio.run(scenario())
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+    assert "busy" in busy.json()["detail"]
+    assert probe_full.status_code == 503 and probe_full.json()["status"] == "full"
+    assert done.status_code == 200 and len(done.json()["faces"]) == 1
+    assert probe_after.status_code == 200 and probe_after.json() == {
+        "status": "ready",
+        "in_flight": 0,
+        "queue": 1,
+    }
+
+
+def test_a_photo_slower_than_the_timeout_gets_503(tiny_ckpt):
+    detector = GatedDetector([(10, 10, 60, 70)])
+    predictor = Predictor.from_checkpoint(tiny_ckpt, detector=detector)
+    with TestClient(create_app(predictor, timeout=0.3)) as client:
+        response = upload(client, jpeg_bytes(textured(200, 150)))
+        detector.gate.set()
+        assert response.status_code == 503 and "longer than 0.3 s" in response.json()["detail"]
+        assert upload(client, jpeg_bytes(textured(200, 150))).status_code == 200
+
+
+def test_the_api_version_is_the_package_version(centre_client):
+    assert centre_client.get("/openapi.json").json()["info"]["version"] == agefair.__version__

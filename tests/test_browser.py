@@ -138,5 +138,5 @@ def test_no_face_and_bad_file_messages(page, server_url, tmp_path):
     text.write_text("not a photo")
     page.set_input_files("#file", str(text))
     page.wait_for_function("document.getElementById('status').classList.contains('error')")
-    assert "not a recognised image format" in page.locator("#status").inner_text()
+    assert "not one of JPEG, PNG" in page.locator("#status").inner_text()
     assert page.errors == []

@@ -11,11 +11,14 @@ says what was wrong, and the server carries on:
 * 415: the file is not an image in a format PIL reads;
 * 422: the image has more than ``max_pixels`` pixels (a decompression bomb or a huge scan), or
   the request has no ``file`` field;
-* 400: the image is truncated, corrupt or empty.
+* 400: the image is truncated, corrupt or empty;
+* 503: the server is full (``queue`` photos already in flight or waiting; ``Retry-After`` says
+  when to try again), or a photo took longer than ``timeout`` seconds.
 
-The model runs in worker threads (at most ``workers`` photos at a time), so the event loop keeps
-answering ``/health`` and new connections while a photo is analysed, and memory stays bounded by
-``workers`` photos in flight.
+Uploads are read only in the formats of :data:`UPLOAD_FORMATS`. The model runs in worker threads
+(at most ``workers`` photos at a time, at most ``queue`` admitted), so the event loop keeps
+answering ``/health`` and new connections while a photo is analysed, and memory stays bounded.
+``GET /healthz`` is the readiness probe: 200 while the server takes photos, 503 while it is full.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ try:
     import anyio
     import uvicorn
     from fastapi import FastAPI, File, HTTPException, UploadFile
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, Field
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -49,13 +52,24 @@ from agefair.inference.imageio import DEFAULT_MAX_PIXELS, ImageError, image_size
 from agefair.inference.predictor import Predictor
 from agefair.labels import GENDERS, RACES
 
-__all__ = ["DEFAULT_MAX_BYTES", "UploadLimit", "create_app", "main", "running", "serve"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "UPLOAD_FORMATS",
+    "UploadLimit",
+    "create_app",
+    "main",
+    "running",
+    "serve",
+]
 
 #: Largest upload accepted by default: 20 MiB holds any camera JPEG up to ~50 MP.
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # Room for the multipart envelope (boundary, part headers) around the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
 _PAGE = Path(__file__).with_name("static") / "index.html"
+#: The file formats an upload may be in (PIL's names): photos, not every format PIL can parse,
+#: so that an upload never reaches the decoders of rarely used formats.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG opens MPO files too
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +123,14 @@ class Health(BaseModel):
     img_size: int = Field(..., description="the model's input side in pixels")
     max_bytes: int = Field(..., description="largest upload accepted")
     max_pixels: int | None = Field(..., description="largest image accepted, in pixels")
+
+
+class Readiness(BaseModel):
+    """Whether the server takes photos now."""
+
+    status: str = Field(..., examples=["ready", "full"])
+    in_flight: int = Field(..., description="photos being analysed or waiting for a worker")
+    queue: int = Field(..., description="the most photos admitted at once")
 
 
 class Problem(BaseModel):
@@ -214,6 +236,8 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     workers: int = 2,
+    queue: int = 8,
+    timeout: float = 60.0,
 ) -> FastAPI:
     """Builds the web app.
 
@@ -227,6 +251,9 @@ def create_app(
         workers: Photos analysed at the same time; more wait their turn. Two suits a small CPU
             machine: one photo's network already uses every core, and decoding and detection
             of the next overlap it.
+        queue: Photos admitted at once, analysed or waiting for a worker; more get 503 at once
+            instead of piling up.
+        timeout: Seconds a photo may take, waiting included, before its answer is a 503.
 
     Returns:
         The FastAPI application.
@@ -237,7 +264,10 @@ def create_app(
     if predictor is None:
         predictor = Predictor.from_checkpoint(ckpt, detector=detector, max_pixels=max_pixels)
     page = _PAGE.read_text(encoding="utf-8")
+    if queue < 1 or timeout <= 0:
+        raise ValueError(f"queue must be >= 1 and timeout > 0, got {queue} and {timeout}")
     limiter: list[anyio.CapacityLimiter] = []  # created in the event loop, on first use
+    admitted = [0]  # photos in flight or waiting; touched only on the event loop
 
     app = FastAPI(
         title="agefair",
@@ -267,9 +297,20 @@ def create_app(
             max_pixels=max_pixels,
         )
 
+    @app.get(
+        "/healthz",
+        response_model=Readiness,
+        summary="Readiness: 200 while photos are taken, 503 while the server is full",
+        responses={503: {"model": Readiness, "description": "full"}},
+    )
+    async def healthz() -> JSONResponse:
+        full = admitted[0] >= queue
+        body = Readiness(status="full" if full else "ready", in_flight=admitted[0], queue=queue)
+        return JSONResponse(body.model_dump(), status_code=503 if full else 200)
+
     def analyse(data: bytes) -> dict[str, Any]:
         # The header check runs here too: a predictor passed in may allow more pixels.
-        width, height = image_size(data)
+        width, height = image_size(data, formats=UPLOAD_FORMATS)
         if max_pixels is not None and width * height > max_pixels:
             raise HTTPException(
                 422,
@@ -287,6 +328,7 @@ def create_app(
             413: {"model": Problem, "description": "upload larger than the limit"},
             415: {"model": Problem, "description": "not an image"},
             422: {"model": Problem, "description": "too many pixels, or no `file` field"},
+            503: {"model": Problem, "description": "the server is full, or the photo too slow"},
         },
     )
     async def predict(
@@ -298,15 +340,33 @@ def create_app(
             raise HTTPException(413, f"upload too large: the limit is {max_bytes:,} bytes")
         if not data:
             raise HTTPException(400, "the uploaded file is empty")
+        if admitted[0] >= queue:
+            raise HTTPException(
+                503,
+                f"the server is busy with {admitted[0]} photos; try again in a few seconds",
+                headers={"Retry-After": "5"},
+            )
         if not limiter:
             limiter.append(anyio.CapacityLimiter(max(1, workers)))
+        admitted[0] += 1
         try:
-            result = await anyio.to_thread.run_sync(analyse, data, limiter=limiter[0])
+            with anyio.fail_after(timeout):
+                # abandon_on_cancel: the answer goes out at the timeout; the worker thread
+                # finishes its photo and frees its slot then.
+                result = await anyio.to_thread.run_sync(
+                    analyse, data, limiter=limiter[0], abandon_on_cancel=True
+                )
+        except TimeoutError as err:
+            raise HTTPException(
+                503, f"the photo took longer than {timeout:g} s; try a smaller one"
+            ) from err
         except ImageError as err:
             name = file.filename or "upload"
             # Name the file as the user knows it rather than "<12,345 bytes>".
             detail = str(err).replace(f"<{len(data):,} bytes>", repr(name))
             raise HTTPException(_classify(err), detail) from err
+        finally:
+            admitted[0] -= 1
         result["timings_ms"]["total"] = round((time.perf_counter() - start) * 1000.0, 2)
         return result
 
@@ -366,7 +426,8 @@ def serve(
         port: TCP port.
         ckpt: Checkpoint; None means the newest under ``outputs/`` (or ``$AGEFAIR_CKPT``).
         detector: Face detector (``yunet`` or ``dlib-hog``).
-        **kwargs: Passed to :func:`create_app` (``max_bytes``, ``max_pixels``, ``workers``).
+        **kwargs: Passed to :func:`create_app` (``max_bytes``, ``max_pixels``, ``workers``,
+            ``queue``, ``timeout``).
     """
     app = create_app(ckpt=ckpt, detector=detector, **kwargs)
     print(f"agefair: serving {app.state.predictor.checkpoint} on http://{host}:{port}/")
@@ -393,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, help="upload limit in MiB"
     )
     parser.add_argument("--workers", type=int, default=2, help="photos analysed at once")
+    parser.add_argument("--queue", type=int, default=8, help="photos admitted at once (503 above)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds a photo may take")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         serve(
@@ -402,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             detector=args.detector,
             max_bytes=int(args.max_mb * 2**20),
             workers=args.workers,
+            queue=args.queue,
+            timeout=args.timeout,
         )
     except (CheckpointError, ImportError, RuntimeError, ValueError) as err:
         print(f"agefair serve: error: {err}", file=sys.stderr)

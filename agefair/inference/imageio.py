@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,22 +66,24 @@ def describe_source(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _open(source: Any, what: str) -> Image.Image:
-    """Opens ``source`` lazily with PIL: only the header is read, no pixel is decoded."""
+def _open(source: Any, what: str, formats: Sequence[str] | None = None) -> Image.Image:
+    """Opens ``source`` lazily with PIL: only the header is read, no pixel is decoded.
+    ``formats`` (PIL's names, e.g. ``("JPEG", "PNG")``) limits the decoders tried; None: all."""
     try:
         if isinstance(source, str | os.PathLike):
             path = Path(source)
             if not path.is_file():
                 raise ImageError(f"cannot read image {what}: no such file")
-            return Image.open(path)
+            return Image.open(path, formats=formats)
         if isinstance(source, bytes | bytearray | memoryview):
-            return Image.open(io.BytesIO(bytes(source)))
+            return Image.open(io.BytesIO(bytes(source)), formats=formats)
         if hasattr(source, "read"):
-            return Image.open(source)
+            return Image.open(source, formats=formats)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"cannot read image {what}: not a recognised image format") from exc
+        kinds = f"one of {', '.join(formats)}" if formats else "a recognised image format"
+        raise ImageError(f"cannot read image {what}: not {kinds}") from exc
     except Image.DecompressionBombError as exc:
         # PIL's own guard fires at open time for enormous headers; report it like ours.
         raise ImageError(f"refusing image {what}: {exc}") from exc
@@ -104,11 +107,12 @@ def _displayed_size(img: Image.Image) -> tuple[int, int]:
     return width, height
 
 
-def image_size(source: ImageSource) -> tuple[int, int]:
+def image_size(source: ImageSource, formats: Sequence[str] | None = None) -> tuple[int, int]:
     """Reads an image's size from its header without decoding the pixels.
 
     Args:
         source: A path, bytes, a binary file object, a PIL image or a numpy array.
+        formats: The file formats accepted (PIL's names); None accepts any PIL reads.
 
     Returns:
         ``(width, height)`` as :func:`load_image` would return it, that is after the EXIF
@@ -124,7 +128,7 @@ def image_size(source: ImageSource) -> tuple[int, int]:
         return int(source.shape[1]), int(source.shape[0])
     if isinstance(source, Image.Image):
         return _displayed_size(source)
-    with _open(source, what) as img:
+    with _open(source, what, formats) as img:
         return _displayed_size(img)
 
 
