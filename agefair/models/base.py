@@ -44,14 +44,19 @@ def probabilities(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return res
 
 
-def prediction_frame(batch: dict, pred: dict[str, torch.Tensor]) -> pd.DataFrame:
+def prediction_frame(
+    batch: dict, pred: dict[str, torch.Tensor], index: bool = False
+) -> pd.DataFrame:
     """One row per image: true labels, predictions and their confidences (for group metrics)."""
 
     def numpy(t: torch.Tensor):
         return t.detach().float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
 
+    # With ``index``: the dataset index of each row, to put rows gathered from ranks in order.
+    index = {"index": numpy(torch.as_tensor(batch["index"]))} if index and "index" in batch else {}
     return pd.DataFrame(
         {
+            **index,
             "age": numpy(batch["age"]),
             "gender": numpy(batch["gender"]),
             "race": numpy(batch["race"]),
@@ -243,7 +248,8 @@ class AgeFairModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.training_forward(batch)
         losses = self.compute_loss(out, batch)
-        self.examples_seen += batch["image"].shape[0]
+        # Every rank sees a batch this size at each step (DistributedSampler evens them out).
+        self.examples_seen += batch["image"].shape[0] * self.world_size
         # The total per step (for the progress bar and curves); the parts per epoch only, since
         # every logged value costs a little in each step.
         self.log("train/loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True)
@@ -275,7 +281,7 @@ class AgeFairModule(pl.LightningModule):
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
         pred = self._readable(out, images, tta_scales=() if fitting else None)
         self.split_metrics(split).update(pred, batch)
-        self.predictions[split].append(prediction_frame(batch, pred))
+        self.predictions[split].append(prediction_frame(batch, pred, index=True))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -324,7 +330,7 @@ class AgeFairModule(pl.LightningModule):
         """Per-group metrics of a whole evaluation pass; kept in ``self.results`` for reports."""
         if not self.predictions[split]:
             return
-        preds = pd.concat(self.predictions[split], ignore_index=True)
+        preds = self.gathered(pd.concat(self.predictions[split], ignore_index=True))
         table = group_table(preds)
         gaps = group_gaps(table)
         self.results[f"{split}_predictions"] = preds
@@ -335,6 +341,27 @@ class AgeFairModule(pl.LightningModule):
         if self.logger is not None and not self.trainer.sanity_checking:
             metrics = {f"{split}/{k}": float(v) for k, v in flat.items()}
             self.logger.log_metrics(metrics, step=self.global_step)
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together (1 outside distributed training)."""
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def gathered(self, preds: pd.DataFrame) -> pd.DataFrame:
+        """Every rank's prediction rows, each image once, in the dataset's order.
+
+        Under DDP each rank predicts its share of the split, and DistributedSampler repeats a
+        few images to even the shares out: the rows are gathered from every rank and the
+        repeats dropped by the dataset index, so group tables and metrics are the whole split's.
+        """
+        if self.world_size > 1:
+            frames: list[pd.DataFrame | None] = [None] * self.world_size
+            torch.distributed.all_gather_object(frames, preds)
+            preds = pd.concat(frames, ignore_index=True)
+        if "index" in preds:
+            preds = preds.drop_duplicates("index").sort_values("index", kind="stable")
+            preds = preds.drop(columns="index").reset_index(drop=True)
+        return preds
 
     # ------------------------------------------------------------------ optimisation
     def backbones(self) -> list[Backbone]:
@@ -361,7 +388,9 @@ class AgeFairModule(pl.LightningModule):
             lr=lr,
         )
         total = self.trainer.estimated_stepping_batches
-        if self.hparams.scheduler == "none" or not total or total == float("inf"):
+        # No steps at all (limit_train_batches=0: an evaluation of the initial weights) or an
+        # unknown count: a constant rate.
+        if self.hparams.scheduler == "none" or not 1 <= total < float("inf"):
             return opt
         if self.hparams.scheduler == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(

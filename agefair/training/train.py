@@ -14,8 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from agefair.config import CONF_DIR
 from agefair.metrics.tasks import combined_objective
@@ -108,6 +111,44 @@ def torch_threads(cfg: DictConfig) -> int | None:
     return max(1, cores // (cores if jobs < 0 else min(int(jobs), cores)))
 
 
+def launch_ranks_as_this_member() -> None:
+    """Makes a member of a multirun start its other DDP ranks as itself.
+
+    Lightning's DDP launcher starts the other ranks with this process's command line and
+    ``hydra.run.dir``, the way Lightning documents for Hydra; under ``-m`` that command line is
+    the whole sweep, and each rank would start one of its own. The member's own overrides and
+    folder are given to the launcher instead. Nothing changes outside a multirun.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+#: What Lightning's DDP launcher leaves in the environment of the process that starts the ranks.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def own_process_group() -> Iterator[None]:
+    """Leaves no DDP state behind a run: its process group is closed and the environment the
+    launcher set is restored, so that the next member of a sweep, in the same process, starts
+    its own ranks instead of waiting for the last member's."""
+    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     """Fits, tests the best checkpoint, writes the run outputs; returns the results row."""
     threads = torch_threads(cfg)
@@ -129,6 +170,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     log.info("Pretrained weights: %s", pretrained_from(model) or "none, trained from scratch")
 
     start = time.perf_counter()
+    launch_ranks_as_this_member()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_time = time.perf_counter() - start
 
@@ -161,6 +203,9 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None)
         log.info("Tested checkpoint: %s", ckpt or "(the final weights)")
+    if not trainer.is_global_zero:
+        return row  # the other ranks' share ends with the test; rank zero writes the outputs
+    if cfg.get("test"):
         metrics = write_split_outputs(out_dir, "test", model.results["test_predictions"])
         metrics.update(naive_baselines(datamodule))
         row["checkpoint"] = ckpt
@@ -187,7 +232,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
     try:
-        row = fit_and_test(cfg)
+        with own_process_group():
+            row = fit_and_test(cfg)
     except Exception as err:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
