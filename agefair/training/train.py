@@ -1,6 +1,6 @@
 """Train a system on UTKFace, then test its best checkpoint.
 
-    python -m agefair.train                                   # default experiment (~10 min CPU)
+    python -m agefair.train                                   # the default experiment
     python -m agefair.train trainer.fast_dev_run=true         # one batch of each loop
     python -m agefair.train ckpt_path=outputs/.../last.ckpt   # resume
     python -m agefair.train -m model=multitask,separate       # a sweep
