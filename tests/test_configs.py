@@ -69,9 +69,9 @@ def test_every_group_option_composes_and_builds(group, option, tmp_path):
     if "/" in group:  # a group inside a group, e.g. model/recipe: what its parent's files share
         parent, child = group.split("/", 1)
         for path in sorted((CONF / parent).glob("*.yaml")):
-            choice = f"{parent}={path.stem}"
+            owner = f"{parent}={path.stem}"
             cfg = composed(
-                "train", ["experiment=from_scratch", choice, "pretrained=false"], tmp_path
+                "train", ["experiment=from_scratch", owner, "pretrained=false"], tmp_path
             )
             shared = OmegaConf.load(CONF / group / f"{option}.yaml")
             overridden = OmegaConf.load(path)

@@ -108,18 +108,22 @@ def torch_threads(cfg: DictConfig) -> int | None:
     if not jobs:
         return None
     cores = os.cpu_count() or 1
-    return max(1, cores // (cores if jobs < 0 else min(int(jobs), cores)))
+    members = cores if jobs < 0 else min(int(jobs), cores)  # joblib: -1 is a member per core
+    return max(1, cores // members)
 
 
-def launch_ranks_as_this_member() -> None:
+def launch_ranks_as_this_member(trainer: pl.Trainer) -> None:
     """Makes a member of a multirun start its other DDP ranks as itself.
 
     Lightning's DDP launcher starts the other ranks with this process's command line and
     ``hydra.run.dir``, the way Lightning documents for Hydra; under ``-m`` that command line is
     the whole sweep, and each rank would start one of its own. The member's own overrides and
-    folder are given to the launcher instead. Nothing changes outside a multirun.
+    folder are given to the launcher instead (:func:`own_process_group` puts the command line
+    back). Nothing changes for one process or outside a multirun.
     """
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if trainer.world_size == 1 or not HydraConfig.initialized():
+        return
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     hydra_cfg = HydraConfig.get()
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
@@ -133,13 +137,15 @@ _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD
 
 @contextmanager
 def own_process_group() -> Iterator[None]:
-    """Leaves no DDP state behind a run: its process group is closed and the environment the
-    launcher set is restored, so that the next member of a sweep, in the same process, starts
-    its own ranks instead of waiting for the last member's."""
+    """Leaves no DDP state behind a run: its process group is closed and the environment and
+    command line the launcher used are restored, so that the next member of a sweep, in the
+    same process, starts its own ranks instead of waiting for the last member's."""
     saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    argv = list(sys.argv)
     try:
         yield
     finally:
+        sys.argv = argv
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved.items():
@@ -170,7 +176,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     log.info("Pretrained weights: %s", pretrained_from(model) or "none, trained from scratch")
 
     start = time.perf_counter()
-    launch_ranks_as_this_member()
+    launch_ranks_as_this_member(trainer)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_time = time.perf_counter() - start
 
