@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch/torchvision pinned to the builds this machine has on disk (others download GBs).
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev,app,baselines,sweeps]"
+	$(BIN)/pip install -q -e ".[dev,app,baselines,sweeps,export]"
 	touch $(STAMP)
 
 train: setup  ## train the default experiment on CPU and print its test metrics (ARGS=overrides)

@@ -6,8 +6,9 @@
 Measures images/second of (a) decoding JPEGs + augmentation every time, (b) augmentation from the
 decoded cache, (c) the bare train step of the model on ready-made tensors (the ceiling), (d) the
 full Lightning training loop, and inference at batch 1 and 64 (one forward pass, and the
-system's prediction with its test-time views); and, for a 1-megapixel photo with
-one face, the time of each prediction stage and of the whole request through the web server.
+system's prediction with its test-time views, in torch and as the exported ONNX graph on ONNX
+Runtime, side by side); and, for a 1-megapixel photo with one face, the time of each prediction
+stage and of the whole request through the web server, on each runtime.
 Figures move by +-20% between runs on a shared machine, so the ratios (b)/(c) and (d)/(c), taken
 in one run, are what to compare; (c) and (d) are measured in alternating blocks (``bench.repeats``
 of each) and reported as medians, so a change in the machine's load hits both. Writes
@@ -20,8 +21,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import hydra
@@ -33,6 +36,9 @@ from pytorch_lightning.callbacks import WeightAveraging
 
 from agefair.config import CONF_DIR
 from agefair.data.cache import decode_image
+from agefair.inference.exporting import export_onnx
+from agefair.inference.predictor import Predictor
+from agefair.inference.runtimes import OnnxRuntime
 from agefair.training.build import build_datamodule, build_system
 from agefair.training.complexity import measure_complexity
 
@@ -93,16 +99,40 @@ def bench_model_step(model, batch: dict, steps: int, warmup: int, precision: str
 
 
 @torch.no_grad()
-def bench_predict(model, img_size: int, batch_size: int, repeats: int, warmup: int = 3) -> float:
-    """Images/s of ``infer``, the system's test-time views included, as tests and the app run."""
-    model.eval()
+def bench_predict(
+    infer: Callable[[torch.Tensor], Any], img_size: int, batch_size: int, repeats: int, warmup=3
+) -> float:
+    """Images/s of a prediction function (a system's ``infer`` or an exported model's runtime),
+    the system's test-time views included, as tests and the app run it."""
     images = torch.rand(batch_size, 3, img_size, img_size)
     for _ in range(warmup):
-        model.infer(images)
+        infer(images)
     start = time.perf_counter()
     for _ in range(repeats):
-        model.infer(images)
+        infer(images)
     return _rate(repeats * batch_size, time.perf_counter() - start)
+
+
+def bench_runtimes(model, cfg: DictConfig, threads: int, out: Path) -> tuple[dict, OnnxRuntime]:
+    """Inference at batch 1 and 64 in torch and on ONNX Runtime (the model exported to ``out``,
+    run with the same threads), in alternating blocks; the runtime is returned for the photo."""
+    model.eval()
+    export_onnx(model, cfg.data, out)
+    runtime = OnnxRuntime(out, threads=threads)
+    img = cfg.data.img_size
+    figures: dict[str, list[float]] = {}
+    for _ in range(cfg.bench.repeats):
+        for n, repeats in ((1, 100), (64, 10)):
+            for name, infer in (("predict", model.infer), ("onnx", runtime)):
+                figures.setdefault(f"{name}_b{n}_img_s", []).append(
+                    bench_predict(infer, img, n, repeats)
+                )
+    result = {key: round(float(np.median(values)), 1) for key, values in figures.items()}
+    for n in (1, 64):
+        result[f"onnx_over_torch_b{n}"] = round(
+            result[f"onnx_b{n}_img_s"] / result[f"predict_b{n}_img_s"], 2
+        )
+    return result, runtime
 
 
 class _LoopTimer(pl.Callback):
@@ -160,7 +190,9 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def bench_photo_request(model, cfg: DictConfig, repeats: int, warmup: int = 3) -> dict:
+def bench_photo_request(
+    make_predictor: Callable[[], Predictor], repeats: int, warmup: int = 3
+) -> dict:
     """Stages of one photo (decode, detect, crop, model) and the whole request through the server.
 
     The server runs in uvicorn on a free loopback port, in this process, so both figures come
@@ -181,9 +213,8 @@ def bench_photo_request(model, cfg: DictConfig, repeats: int, warmup: int = 3) -
     import httpx
 
     from agefair.app.server import create_app, running
-    from agefair.inference.predictor import Predictor
 
-    predictor = Predictor(model.eval(), img_size=cfg.data.img_size, cache_size=cfg.data.cache_size)
+    predictor = make_predictor()
     files = {"file": ("photo.jpg", photo, "image/jpeg")}
 
     def timed_analyse() -> tuple[dict[str, float], float]:
@@ -253,11 +284,17 @@ def main(cfg: DictConfig) -> None:
     loop_over_step = [round(lo / st, 2) for lo, st in zip(loops, steps, strict=True)]
     img = cfg.data.img_size
     costs = measure_complexity(model, (3, img, img))
-    predict = {
-        f"predict_b{n}_img_s": round(bench_predict(model, img, n, repeats), 1)
-        for n, repeats in ((1, 200), (64, 20))
-    }
-    photo = bench_photo_request(model, cfg, b.photo_repeats)
+    out = Path(cfg.paths.log_dir) / "bench"
+    predict, runtime = bench_runtimes(model, cfg, threads, out / "model.onnx")
+    photo = bench_photo_request(lambda: Predictor.for_system(model, cfg.data), b.photo_repeats)
+    onnx_photo = bench_photo_request(
+        lambda: Predictor.for_system(runtime, cfg.data), b.photo_repeats
+    )
+    if photo and onnx_photo:
+        photo.update({f"onnx_{k}": onnx_photo[k] for k in ("photo_model_ms", "photo_request_ms")})
+        photo["request_ms_onnx_over_torch"] = round(
+            onnx_photo["photo_request_ms"] / photo["photo_request_ms"], 2
+        )
 
     result = {
         "decode_img_s": decode,
@@ -271,7 +308,8 @@ def main(cfg: DictConfig) -> None:
         "decode_over_step": round(decode / step, 2),
         "infer_b1_img_s": round(1000 / costs["latency_ms_b1"], 1),
         "infer_b64_img_s": costs["images_per_s_b64"],
-        # the same with the system's test-time views (the mirror, zooms), as tests and the app
+        # the same with the system's test-time views (the mirror, zooms), as tests and the app,
+        # in torch (predict_) and exported to ONNX (onnx_), in alternating blocks (medians)
         **predict,
         "test_time_views": model.view_count,
         "model": OmegaConf.select(cfg, "model._target_"),
@@ -289,8 +327,6 @@ def main(cfg: DictConfig) -> None:
         "note": "data figures (a, b) on one core; model figures (c, d) with torch_threads",
         **photo,
     }
-    out = Path(cfg.paths.log_dir) / "bench"
-    out.mkdir(parents=True, exist_ok=True)
     (out / "data.json").write_text(json.dumps(result, indent=2))
     width = max(map(len, result))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in result.items()))
@@ -299,6 +335,8 @@ def main(cfg: DictConfig) -> None:
         log.warning("below target: cached/step >= 3 and loop/step >= 0.85 expected")
     if photo and photo["request_over_stages"] > 1.3:
         log.warning("below target: a request should cost <= 1.3x the sum of its stages")
+    if result["onnx_over_torch_b1"] < 1:
+        log.warning("below target: ONNX Runtime at least as fast as torch at batch 1")
 
 
 if __name__ == "__main__":

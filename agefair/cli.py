@@ -1,4 +1,5 @@
-"""The ``agefair`` command: ``agefair train|bench|evaluate [overrides]``, ``predict``, ``serve``."""
+"""The ``agefair`` command: ``agefair train|bench|evaluate [overrides]``, ``predict``, ``export``,
+``report``, ``serve``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ COMMANDS = {
         "a checkpoint or a baseline on the test split or other images",
     ),
     "predict": ("agefair.predict", "age, gender and ethnicity for the faces in photos"),
+    "export": ("agefair.export", "a checkpoint as ONNX with its sidecar and model card"),
     "report": ("agefair.report", "a study's report of its multiruns: CSV, tables, plots"),
     "serve": ("agefair.app.server", "the web app and JSON API on http://127.0.0.1:8000"),
 }

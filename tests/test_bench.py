@@ -33,4 +33,8 @@ def test_bench_reports_medians_of_alternating_blocks(tmp_path, tiny_archive):
     assert "photo_request_ms" not in result  # no photo requests asked for
     # the default system's test-time views: the face and two zooms, each with its mirror
     assert result["test_time_views"] == 6
-    assert result["predict_b1_img_s"] > 0 and result["predict_b64_img_s"] > 0
+    for n in (1, 64):
+        torch_rate, onnx_rate = result[f"predict_b{n}_img_s"], result[f"onnx_b{n}_img_s"]
+        assert torch_rate > 0 and onnx_rate > 0
+        assert result[f"onnx_over_torch_b{n}"] == pytest.approx(onnx_rate / torch_rate, abs=0.01)
+    assert (tmp_path / "outputs" / "bench" / "model.onnx").is_file()  # the graph it timed

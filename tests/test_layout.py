@@ -35,6 +35,7 @@ ENTRY_POINTS = {
     "agefair.train",
     "agefair.evaluate",
     "agefair.predict",
+    "agefair.export",
     "agefair.report",
     "agefair.bench",
     "agefair.cli",
@@ -42,12 +43,14 @@ ENTRY_POINTS = {
     "agefair.evaluation.evaluate",
     "agefair.reporting.report",
     "agefair.inference.predict",
+    "agefair.inference.export",
 }
 #: The thin command modules and the modules they delegate to.
 COMMANDS = {
     "agefair.train": "agefair.training.train",
     "agefair.evaluate": "agefair.evaluation.evaluate",
     "agefair.predict": "agefair.inference.predict",
+    "agefair.export": "agefair.inference.export",
     "agefair.report": "agefair.reporting.report",
 }
 

@@ -2,6 +2,7 @@
 
     agefair serve                                  # http://127.0.0.1:8000
     agefair serve --port 9000 --ckpt outputs/train/runs/.../checkpoints/epoch009.ckpt
+    agefair serve --ckpt model.onnx                # an exported model, on ONNX Runtime
 
 The interactive API documentation is at ``/docs``. Bad uploads get a 4xx answer whose ``detail``
 says what was wrong, and the server carries on:
@@ -118,7 +119,12 @@ class Health(BaseModel):
 
     status: str = Field("ok", examples=["ok"])
     system: str = Field(..., description="the model's class", examples=["MultiTaskModule"])
-    checkpoint: str | None = Field(None, description="the checkpoint file, if loaded from one")
+    checkpoint: str | None = Field(
+        None, description="the checkpoint or exported model file, if loaded from one"
+    )
+    runtime: str = Field(
+        ..., description="what runs the network: torch, or onnxruntime for an exported model"
+    )
     detector: str = Field(..., examples=["yunet"])
     img_size: int = Field(..., description="the model's input side in pixels")
     max_bytes: int = Field(..., description="largest upload accepted")
@@ -291,6 +297,7 @@ def create_app(
         return Health(
             system=predictor.system,
             checkpoint=str(predictor.checkpoint) if predictor.checkpoint else None,
+            runtime=predictor.runtime.kind,
             detector=str(predictor.detector_name),
             img_size=predictor.img_size,
             max_bytes=max_bytes,
@@ -448,7 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    parser.add_argument("--ckpt", help="checkpoint; default $AGEFAIR_CKPT or the newest one")
+    parser.add_argument(
+        "--ckpt",
+        help="checkpoint or exported .onnx model; default $AGEFAIR_CKPT or the newest checkpoint",
+    )
     parser.add_argument("--detector", default="yunet", choices=["yunet", "dlib-hog"])
     parser.add_argument(
         "--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20, help="upload limit in MiB"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agefair.models.checkpoint import CheckpointError
+from agefair.models.errors import CheckpointError
 
 # CheckpointError is part of this module's interface: the app and the commands catch it here.
 __all__ = [

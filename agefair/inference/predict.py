@@ -4,6 +4,7 @@ agefair predict photo.jpg                     # a table per photo, newest checkp
 agefair predict a.jpg b.png --json            # JSON on stdout
 agefair predict photo.jpg --out boxes.jpg     # also draw the boxes and labels
 agefair predict *.jpg --out-dir annotated/ --ckpt outputs/train/runs/.../epoch009.ckpt
+agefair predict photo.jpg --ckpt model.onnx   # an exported model (agefair export), on ONNX Runtime
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from agefair.inference.checkpoints import CKPT_ENV_VAR
 from agefair.inference.drawing import draw_predictions
 from agefair.inference.imageio import ImageError, load_image
 from agefair.inference.predictor import PhotoPrediction, Predictor
-from agefair.models.checkpoint import CheckpointError
+from agefair.models.errors import CheckpointError
 
 
 def _table(name: str, result: PhotoPrediction) -> str:
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("photos", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
     parser.add_argument(
-        "--ckpt", help=f"checkpoint; default ${CKPT_ENV_VAR} or the newest under outputs/"
+        "--ckpt",
+        help=f"checkpoint or exported .onnx model; default ${CKPT_ENV_VAR} or the newest "
+        "checkpoint under outputs/",
     )
     parser.add_argument("--detector", default="yunet", choices=["yunet", "dlib-hog"])
     where = parser.add_mutually_exclusive_group()

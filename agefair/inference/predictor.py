@@ -8,8 +8,9 @@ The path of a photo is the path the training crops took: a detector finds each f
 is cut out framed like UTKFace's aligned crops (:func:`agefair.data.framing.crop_face`) at the
 size the training cache stored (``data.cache_size``, else ``data.img_size``), then the evaluation
 transform resizes and normalises it and the model sees every face of the photo in one batch.
-The ``agefair predict`` command (:mod:`agefair.inference.predict`) and the web app are thin
-layers over it.
+The network runs in torch (a checkpoint) or on ONNX Runtime (a model exported by ``agefair
+export``; see :mod:`agefair.inference.runtimes`), whichever file it is given. The ``agefair
+predict`` command (:mod:`agefair.inference.predict`) and the web app are thin layers over it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -40,11 +41,23 @@ from agefair.inference.imageio import (
     image_size,
     load_image,
 )
+from agefair.inference.runtimes import OnnxRuntime, TorchRuntime, is_exported
 from agefair.labels import GENDERS, RACES
-from agefair.models.base import AgeFairModule
-from agefair.models.checkpoint import load_system
 
-__all__ = ["DETECT_SIDE", "FaceCrops", "FacePrediction", "PhotoPrediction", "Predictor"]
+if TYPE_CHECKING:
+    from agefair.models.base import AgeFairModule
+
+#: What runs the network: a trained torch system or an exported model.
+Runtime = TorchRuntime | OnnxRuntime
+
+__all__ = [
+    "DETECT_SIDE",
+    "FaceCrops",
+    "FacePrediction",
+    "PhotoPrediction",
+    "Predictor",
+    "face_settings",
+]
 
 #: Longer side at which large photos are decoded for detection. The detectors shrink their input
 #: further anyway (YuNet to 640 px), so decoding more pixels than this only costs memory and time.
@@ -170,9 +183,11 @@ class Predictor:
     calls and the model is only read.
 
     Args:
-        model: A trained system (see :func:`agefair.models.checkpoint.load_system`).
+        model: A trained system (see :func:`agefair.models.checkpoint.load_system`), or a
+            runtime of :mod:`agefair.inference.runtimes` (an exported model on ONNX Runtime).
         detector: A detector name for :func:`agefair.inference.detect.create_detector` or an
-        instance. img_size: The model's input side (``data.img_size`` of its training config).
+            instance.
+        img_size: The model's input side (``data.img_size`` of its training config).
         cache_size: Side the training crops were stored at before the eval transform
             (``data.cache_size``); None means ``img_size``.
         mean: Normalisation mean (0..1 scale); None takes the backbone's.
@@ -184,12 +199,12 @@ class Predictor:
         batch_size: Most crops sent through the model at once.
         detect_side: Longer side from which photos are decoded at reduced scale for detection
             (see above).
-        device: Torch device; None picks CUDA when available, else the CPU.
+        device: Torch device of a torch system; None picks CUDA when available, else the CPU.
     """
 
     def __init__(
         self,
-        model: AgeFairModule,
+        model: AgeFairModule | Runtime,
         *,
         detector: str | FaceDetector = "yunet",
         img_size: int,
@@ -205,16 +220,16 @@ class Predictor:
     ) -> None:
         if max_faces < 1 or batch_size < 1 or detect_side < 1:
             raise ValueError("max_faces, batch_size and detect_side must be positive")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model.setup("test")
-        self.model = model.eval().to(self.device)
+        self.runtime: Runtime = (
+            TorchRuntime(model, device) if isinstance(model, torch.nn.Module) else model
+        )
         self.detector: FaceDetector = (
             create_detector(detector) if isinstance(detector, str) else detector
         )
         self.detector_name = detector if isinstance(detector, str) else _detector_name(detector)
         self.img_size = int(img_size)
         self.cache_size = int(cache_size or img_size)
-        norm = model.input_config
+        norm = self.runtime.input_config
         self.mean = tuple(mean if mean is not None else norm.mean)
         self.std = tuple(std if std is not None else norm.std)
         self.framing = float(framing if framing is not None else norm.framing)
@@ -229,31 +244,44 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike[str] | None = None, **kwargs: Any
     ) -> Predictor:
-        """A predictor for a checkpoint written by ``agefair.train``.
+        """A predictor for a checkpoint written by ``agefair.train``, or a model exported from
+        one by ``agefair export`` (a ``.onnx`` file, run on ONNX Runtime).
 
         Args:
-            path: The ``.ckpt`` file; None uses :func:`default_checkpoint`.
+            path: The ``.ckpt`` or ``.onnx`` file; None uses :func:`default_checkpoint`.
             **kwargs: Passed to the constructor (``detector``, ``max_faces``...); the input
-                size and normalisation come from the checkpoint's training config.
+                size and normalisation come from the checkpoint's training config (the
+                exported model's sidecar).
 
         Returns:
             The predictor.
 
         Raises:
-            CheckpointError: If there is no checkpoint, or it is not an agefair checkpoint.
+            CheckpointError: If there is no checkpoint, or it is not an agefair checkpoint or
+                exported model.
         """
         ckpt = Path(path) if path is not None else default_checkpoint()
-        model, cfg = load_system(ckpt)
-        predictor = cls.for_system(model, cfg.data, **kwargs)
+        if is_exported(ckpt):
+            runtime = OnnxRuntime(ckpt)
+            predictor = cls.for_system(runtime, runtime.spec.data, **kwargs)
+        else:
+            # Lightning and Hydra are imported for a checkpoint only: an exported model runs
+            # without them.
+            from agefair.models.checkpoint import load_system
+
+            model, cfg = load_system(ckpt)
+            predictor = cls.for_system(model, cfg.data, **kwargs)
         predictor.checkpoint = ckpt
         return predictor
 
     @classmethod
-    def for_system(cls, model: AgeFairModule, data: Mapping[str, Any], **kwargs: Any) -> Predictor:
+    def for_system(
+        cls, model: AgeFairModule | Runtime, data: Mapping[str, Any], **kwargs: Any
+    ) -> Predictor:
         """A predictor for a system in memory, with the input its data config trained it on.
 
         Args:
-            model: The trained system.
+            model: The trained system, or a runtime.
             data: Its ``data`` config (``img_size``, ``cache_size``, ``mean``, ``std``,
                 ``framing``).
             **kwargs: Passed to the constructor; they win over the data config.
@@ -261,21 +289,22 @@ class Predictor:
         Returns:
             The predictor.
         """
-        img_size = int(data["img_size"])
-        kwargs.setdefault("img_size", img_size)
-        kwargs.setdefault("cache_size", data.get("cache_size") or img_size)
-        if data.get("mean") is not None:
-            kwargs.setdefault("mean", list(data["mean"]))
-        if data.get("std") is not None:
-            kwargs.setdefault("std", list(data["std"]))
-        if data.get("framing") is not None:
-            kwargs.setdefault("framing", float(data["framing"]))
-        return cls(model, **kwargs)
+        return cls(model, **{**face_settings(model, data), **kwargs})
 
     @property
     def system(self) -> str:
         """Class name of the model (``MultiTaskModule``...)."""
-        return type(self.model).__name__
+        return self.runtime.name
+
+    @property
+    def model(self) -> AgeFairModule | None:
+        """The torch system; None for an exported model."""
+        return getattr(self.runtime, "system", None)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return self.runtime.device
 
     # ---------------------------------------------------------------- public
     def __call__(self, image: ImageSource) -> list[FacePrediction]:
@@ -425,11 +454,9 @@ class Predictor:
     def infer_batch(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         """Runs the model over ``batch`` in chunks of ``batch_size``; numpy outputs."""
         parts: dict[str, list[np.ndarray]] = {}
-        with torch.inference_mode():
-            for chunk in torch.split(batch, self.batch_size):
-                out = self.model.infer(chunk.to(self.device))
-                for key, value in out.items():
-                    parts.setdefault(key, []).append(value.float().cpu().numpy())
+        for chunk in torch.split(batch, self.batch_size):
+            for key, value in self.runtime(chunk).items():
+                parts.setdefault(key, []).append(value)
         return {key: np.concatenate(values) for key, values in parts.items()}
 
     @staticmethod
@@ -448,6 +475,24 @@ class Predictor:
             race=RACES[r],
             race_p={name: float(p) for name, p in zip(RACES, race_p, strict=True)},
         )
+
+
+def face_settings(model: AgeFairModule | Runtime, data: Mapping[str, Any]) -> dict[str, Any]:
+    """How a model's faces are cut and normalised: ``img_size``, ``cache_size``, ``mean``,
+    ``std`` and ``framing`` from its training ``data`` config where set, else its backbone's."""
+    norm = model.input_config
+    img_size = int(data["img_size"])
+
+    def given(key: str, default: Any) -> Any:
+        return data[key] if data.get(key) is not None else default
+
+    return {
+        "img_size": img_size,
+        "cache_size": int(given("cache_size", img_size)),
+        "mean": tuple(float(v) for v in given("mean", norm.mean)),
+        "std": tuple(float(v) for v in given("std", norm.std)),
+        "framing": float(given("framing", norm.framing)),
+    }
 
 
 def _detector_name(detector: FaceDetector) -> str:

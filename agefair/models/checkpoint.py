@@ -19,6 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from agefair.models.base import AgeFairModule
+from agefair.models.errors import CheckpointError
+
+# CheckpointError is part of this module's interface (``load_system`` raises it).
+__all__ = ["ALLOWED_TARGETS", "CheckpointError", "check_targets", "load_system", "moved_targets"]
 
 #: Modules that moved, old prefix -> new: a checkpoint's stored config names classes by their
 #: import path, so a checkpoint written before a move still names the old one.
@@ -44,10 +48,6 @@ ALLOWED_TARGETS = frozenset(
 )
 #: The nodes of a stored config that are instantiated from a checkpoint.
 BUILT_NODES = ("model", "data")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, not agefair's, or does not fit the system asked for."""
 
 
 def _no_downloads(node: Any) -> None:
