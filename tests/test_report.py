@@ -114,6 +114,44 @@ def test_members_differing_only_by_seed_are_pooled(tmp_path):
     assert "7.500 ± 0.707" in table and "backbone.width=16 failed:* `OOM`" in table
 
 
+def test_the_report_draws_every_members_validation_curve(tmp_path):
+    sweep = write_sweep(
+        tmp_path / "sweep",
+        [(["seed=0"], scores(6.0, 0.9, 0.8, 1e6)), (["seed=1"], scores(6.2, 0.9, 0.8, 1e6))],
+        swept={"seed": "0,1"},
+    )
+    history = pd.DataFrame({"epoch": [0, 1, 2], "val/age_mae": [9.0, 7.0, 6.5]})
+    history.to_csv(sweep / "0" / "history.csv", index=False)
+    assert main([str(sweep), "--out", str(tmp_path / "report")]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "![curves](learning_curves.png)" in summary
+    assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 1000
+    # No member with a history: no curves, and no empty figure.
+    (sweep / "0" / "history.csv").unlink()
+    assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
+    assert "learning_curves" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert not (tmp_path / "plain" / "learning_curves.png").exists()
+
+
+def test_unseen_faces_get_columns_of_their_own_pooled_over_seeds(tmp_path):
+    def with_unseen(gender: float) -> dict:
+        return {**scores(6.0, 0.9, 0.8, 1e6), "unseen/gender_acc": gender}
+
+    sweep = write_sweep(
+        tmp_path / "sweep",
+        [(["seed=0"], with_unseen(0.80)), (["seed=1"], with_unseen(0.86))],
+        swept={"seed": "0,1"},
+    )
+    header, _, row = markdown_table(collect(sweep)).splitlines()[:3]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|")), strict=True))
+    assert cells["unseen gender acc"] == "0.830 ± 0.042"
+    assert cells["gender acc"] == "0.900"
+    # A sweep scored on UTKFace alone shows no empty unseen columns.
+    plain = write_sweep(tmp_path / "plain", [(["seed=0"], scores(6.0, 0.9, 0.8, 1e6))])
+    assert "unseen" not in markdown_table(collect(plain))
+
+
 def test_labels_tell_apart_configurations_that_share_swept_overrides():
     members = pd.DataFrame(
         {

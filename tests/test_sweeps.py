@@ -74,3 +74,45 @@ def test_a_submitit_local_sweep_from_an_empty_data_folder(tmp_path, tiny_archive
     rows = pd.concat([pd.read_csv(sweep / m / "results.csv") for m in ("0", "1")])
     assert rows["status"].tolist() == ["ok", "ok"] and sorted(rows["seed"]) == [0, 1]
     assert len(list((data / "cache").glob("*.npy"))) == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_trains_only_its_unfinished_members(tmp_path, tiny_archive):
+    """A resumed sweep keeps the members that finished and trains the rest: the one killed
+    before its results row, and the one whose row says it failed."""
+    sweep, data = tmp_path / "sweep", tmp_path / "data"
+    command = [
+        "agefair.train", "-m", *TINY, "seed=0,1,2", "trainer.max_epochs=1", "data.unseen=null",
+        f"paths.archive={tiny_archive}", f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    run_module(*command)
+    rows = {m: (sweep / m / "results.csv") for m in ("0", "1", "2")}
+    first = {m: path.read_text() for m, path in rows.items()}
+    rows["1"].unlink()  # killed before it wrote its row
+    failed = pd.read_csv(rows["2"]).assign(status="failed")
+    failed.to_csv(rows["2"], index=False)
+    proc = run_module(*command)
+    assert rows["0"].read_text() == first["0"]  # kept as it was
+    assert "not trained again" in (sweep / "0" / "train.log").read_text()
+    for member in ("1", "2"):
+        row = pd.read_csv(rows[member]).iloc[0]
+        assert row["status"] == "ok" and row["seed"] == int(member)
+        assert "not trained again" not in (sweep / member / "train.log").read_text()
+    assert proc.returncode == 0
+    # Another member in the folder (other overrides) is never taken for this one.
+    mixed = [*command[:-1], "seed=5,1,2", f"hydra.sweep.dir={sweep}"]
+    run_module(*mixed)
+    assert pd.read_csv(rows["0"]).iloc[0]["seed"] == 5
+
+
+@pytest.mark.slow
+def test_skip_finished_false_trains_every_member_again(tmp_path, tiny_archive):
+    sweep, data = tmp_path / "sweep", tmp_path / "data"
+    command = [
+        "agefair.train", "-m", *TINY, "seed=0", "trainer.max_epochs=1", "data.unseen=null",
+        f"paths.archive={tiny_archive}", f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    run_module(*command)
+    run_module(*command, "skip_finished=false")
+    assert "not trained again" not in (sweep / "0" / "train.log").read_text()
+    assert (sweep / "0" / "train.log").read_text().count("Tested checkpoint") == 2

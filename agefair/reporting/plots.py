@@ -194,3 +194,38 @@ def objective_trace(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, Path(path), title)
+
+
+#: Validation curves a report draws, from each member's ``history.csv``: column -> panel title.
+CURVE_METRICS = {
+    "val/age_mae": "val age MAE (years)",
+    "val/gender_acc": "val gender acc",
+    "val/race_acc": "val race acc",
+}
+
+
+def learning_curves(curves: dict[str, pd.DataFrame], path: Path, title: str) -> Path | None:
+    """Validation metrics by epoch, one line per member: where each one levelled off.
+
+    Args:
+        curves: A member's label -> its ``history.csv`` (an ``epoch`` column and ``val/...``).
+        path: The PNG to write.
+        title: Drawn above the panels.
+
+    Returns:
+        The PNG, or None when no member has two epochs to draw.
+    """
+    curves = {k: v for k, v in curves.items() if len(v) >= 2 and "epoch" in v}
+    columns = [c for c in CURVE_METRICS if any(c in v for v in curves.values())]
+    if not curves or not columns:
+        return None
+    fig, axes = panel_figure(len(columns))
+    for ax, column in zip(axes, columns, strict=True):
+        for label, history in curves.items():
+            if column in history:
+                ax.plot(history["epoch"] + 1, history[column], marker=".", label=short_label(label))
+        ax.set_title(CURVE_METRICS[column], fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return save_figure(fig, path, title)

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from agefair.reporting.studies import STUDIES, StudyInput
+from agefair.reporting.plots import learning_curves
+from agefair.reporting.studies import STUDIES, StudyInput, image
 from agefair.reporting.sweep_results import aggregate_seeds, collect, pending_members
 from agefair.reporting.tables import (
     GENERIC_LEAD,
@@ -66,6 +67,22 @@ def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Pa
     return text
 
 
+def curves_section(members: pd.DataFrame, out: Path, budget: str) -> list[str]:
+    """Every finished member's validation curves (``learning_curves.png``), to show whether the
+    budget let it level off; nothing when no member kept a ``history.csv`` of two epochs."""
+    curves = {}
+    for _, row in members[members["status"] == "ok"].iterrows():
+        history = Path(row["sweep"]) / str(row["member"]) / "history.csv"
+        if history.is_file():
+            seed = row.get("seed")
+            name = row["label"] if pd.isna(seed) else f"{row['label']} seed={seed:g}"
+            curves[name] = pd.read_csv(history)
+    path = learning_curves(curves, out / "learning_curves.png", f"Validation by epoch\n{budget}")
+    if path is None:
+        return []
+    return [f"Validation by epoch, every member: where it levelled off.\n\n{image(path, 'curves')}"]
+
+
 def write_report(members: pd.DataFrame, study: str, sweeps: Sequence[Path], out: Path) -> str:
     """Writes the CSV, table, plots and summary of a study into ``out``; returns the summary.
 
@@ -77,8 +94,8 @@ def write_report(members: pd.DataFrame, study: str, sweeps: Sequence[Path], out:
     configs = aggregate_seeds(members)
     inp = StudyInput(members, configs, list(sweeps), out, budget_line(members))
     (out / "table.md").write_text(members_table(configs, GENERIC_LEAD) + "\n")
-    body = "\n\n".join([provenance(members, configs, sweeps), f"**{inp.budget}**",
-                         *STUDIES[study](inp)])  # fmt: skip
+    sections = [provenance(members, configs, sweeps), f"**{inp.budget}**", *STUDIES[study](inp)]
+    body = "\n\n".join([*sections, *curves_section(members, out, inp.budget)])
     (out / "summary.md").write_text(f"# {study.replace('_', ' ')}\n\n{body}\n")
     readme = out / "README.md"
     if has_section(readme, README_SECTION):

@@ -21,6 +21,12 @@ METRICS = {
     "test/race_recall_Others": "Others recall",
     "test/worst_race_gender_acc": "worst race: gender acc",
     "test/gap_race_gender_gender_acc": "race×gender gender-acc gap",
+    # Faces of another data set through the app's path (data.unseen), where the run scored them.
+    "unseen/gender_acc": "unseen gender acc",
+    "unseen/race_acc": "unseen race acc",
+    "unseen/race_acc_balanced": "unseen race bal. acc",
+    "unseen/age_group_acc": "unseen age-group acc",
+    "unseen/worst_race_gender_acc": "unseen worst race: gender acc",
 }
 #: Cost columns of every study's table.
 COSTS = {

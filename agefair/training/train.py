@@ -5,7 +5,9 @@
     python -m agefair.train ckpt_path=outputs/.../last.ckpt   # resume
     python -m agefair.train -m model=multitask,separate       # a sweep
 
-The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
+A sweep run again with the same command and ``hydra.sweep.dir`` trains only the members that have
+no ok results row yet (``skip_finished``): a long sweep can be stopped and resumed member by
+member. The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
 per-group CSVs, confusion matrices and a one-row ``results.csv`` (see ``agefair.training.results``).
 """
 
@@ -200,6 +202,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "examples_seen": int(model.examples_seen),
         "config_hash": config_hash(model.config),
+        "overrides": member_overrides(),
         "output_dir": str(out_dir),
     }
     row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
@@ -234,9 +237,41 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
     return row
 
 
+def member_overrides() -> str:
+    """The command-line overrides of this run, as its results row records them."""
+    return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+
+
+def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
+    """The results row a member already wrote in ``out_dir`` with the same ``overrides`` and
+    status ``ok``; None when it has to train (no row, a failed one, or another member's)."""
+    path = out_dir / "results.csv"
+    if not path.is_file():
+        return None
+    try:
+        row = pd.read_csv(path, keep_default_na=False).iloc[0].to_dict()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as err:
+        log.warning("Unreadable %s (%s): the member trains again", path, err)
+        return None
+    if row.get("status") != "ok" or str(row.get("overrides")) != overrides:
+        return None
+    return row
+
+
+def _objective(cfg: DictConfig, row: dict[str, Any]) -> float | None:
+    value = row.get(cfg.get("optimized_metric") or "")
+    return float(value) if _is_number(value) else None
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    if cfg.get("skip_finished") and HydraConfig.get().mode == RunMode.MULTIRUN:
+        out_dir = Path(cfg.paths.output_dir)
+        done = finished_row(out_dir, member_overrides())
+        if done is not None:
+            log.info("Member already finished in %s (results.csv ok): not trained again", out_dir)
+            return _objective(cfg, done)
     try:
         with own_process_group():
             row = fit_and_test(cfg)
@@ -253,14 +288,13 @@ def main(cfg: DictConfig) -> float | None:
                 "status": "failed",
                 "model": HydraConfig.get().runtime.choices.get("model"),
                 "error": f"{type(err).__name__}: {err}",
-                "overrides": " ".join(HydraConfig.get().overrides.task),
+                "overrides": member_overrides(),
                 "output_dir": str(out_dir),
             },
         )
         (out_dir / "error.txt").write_text(traceback.format_exc())
         return None  # sweepers record the member as failed (Optuna: a failed trial)
-    value = row.get(cfg.get("optimized_metric") or "", None)
-    return float(value) if value is not None else None
+    return _objective(cfg, row)
 
 
 if __name__ == "__main__":
