@@ -234,6 +234,30 @@ def test_smallest_model_reaching_each_threshold():
     assert table.loc[("race_acc", 0.80)].drop("label").isna().all()
 
 
+def test_smallest_model_on_unseen_faces_is_chosen_there(tmp_path):
+    def member(width: int, flops: float, unseen_gender: float) -> tuple[list[str], dict]:
+        row = {**scores(6.0, 0.95, 0.85, flops), "unseen/gender_acc": unseen_gender}
+        return [f"backbone.width={width}"], {**row, "unseen/race_acc": 0.5}
+
+    sweep = write_sweep(
+        tmp_path / "sweep", [member(8, 1e6, 0.82), member(16, 4e6, 0.86), member(32, 1.6e7, 0.9)]
+    )
+    assert main([str(sweep), "--study", "complexity_sweep", "--out", str(tmp_path / "r")]) == 0
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    unseen = summary[summary.index("## The smallest model that reaches a target on unseen") :]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in unseen.splitlines()
+            if line.startswith("| unseen gender acc")}  # fmt: skip
+    assert rows == {
+        "unseen gender acc ≥ 0.80": "backbone.width=8",
+        "unseen gender acc ≥ 0.85": "backbone.width=16",
+        "unseen gender acc ≥ 0.87": "backbone.width=32",
+    }
+    # Without unseen figures the section is left out rather than shown empty.
+    plain = write_sweep(tmp_path / "plain", [([], scores(6.0, 0.9, 0.8, 1e6))])
+    assert main([str(plain), "--study", "complexity_sweep", "--out", str(tmp_path / "p")]) == 0
+    assert "on unseen" not in (tmp_path / "p" / "summary.md").read_text()
+
+
 def test_pareto_mask_and_labels():
     cost = [1, 2, 3, 4, np.nan]
     acc = [0.5, 0.7, 0.6, 0.9, 1.0]
