@@ -91,6 +91,7 @@ def test_a_sweep_run_again_trains_only_its_unfinished_members(tmp_path, tiny_arc
     rows["1"].unlink()  # killed before it wrote its row
     failed = pd.read_csv(rows["2"]).assign(status="failed")
     failed.to_csv(rows["2"], index=False)
+    (sweep / "2" / "error.txt").write_text("Traceback: the failure of the first try")
     proc = run_module(*command)
     assert rows["0"].read_text() == first["0"]  # kept as it was
     assert "not trained again" in (sweep / "0" / "train.log").read_text()
@@ -98,6 +99,7 @@ def test_a_sweep_run_again_trains_only_its_unfinished_members(tmp_path, tiny_arc
         row = pd.read_csv(rows[member]).iloc[0]
         assert row["status"] == "ok" and row["seed"] == int(member)
         assert "not trained again" not in (sweep / member / "train.log").read_text()
+    assert not (sweep / "2" / "error.txt").exists()  # the retried member's old error is gone
     assert proc.returncode == 0
     # Another member in the folder (other overrides) is never taken for this one.
     mixed = [*command[:-1], "seed=5,1,2", f"hydra.sweep.dir={sweep}"]

@@ -294,6 +294,8 @@ def main(cfg: DictConfig) -> float | None:
         )
         (out_dir / "error.txt").write_text(traceback.format_exc())
         return None  # sweepers record the member as failed (Optuna: a failed trial)
+    # A member that failed before and was run again leaves no stale error beside its results.
+    (Path(cfg.paths.output_dir) / "error.txt").unlink(missing_ok=True)
     return _objective(cfg, row)
 
 
