@@ -94,6 +94,19 @@ def test_the_default_fused_model_exports_within_tolerance(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["joint", "separate", "per_task"])
+def test_every_system_exports_within_tolerance(model, tmp_path):
+    """The other systems (one softmax over all classes; two or three networks) export too."""
+    from agefair.training.build import build_system
+
+    overrides = ["experiment=from_scratch", "backbone=tiny", "data.img_size=32", f"model={model}"]
+    cfg = compose_train(overrides, tmp_path)
+    system = build_system(cfg)
+    spec, difference = export_onnx(system, cfg.data, tmp_path / "model.onnx")
+    assert spec.system == type(system).__name__ and difference <= PARITY_TOLERANCE
+
+
+@pytest.mark.slow
 def test_single_view_exports_the_face_alone(tiny_ckpt, tmp_path):
     out = tmp_path / "fast.onnx"
     assert export_main([str(tiny_ckpt), "--out", str(out), "--single-view", "--no-card"]) == 0
