@@ -208,13 +208,20 @@ def test_evaluate_scores_the_export_on_labelled_photos_as_the_checkpoint(
     assert scored["onnx"]["age_mae"] == pytest.approx(scored["ckpt"]["age_mae"], abs=1e-3)
 
 
-def test_evaluate_refuses_an_export_without_labels(exported, tmp_path):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "scored through the app's path"),
+        (["labels=labels.csv", "tta_flip=false"], "test-time views in its graph"),
+    ],
+)
+def test_evaluate_refuses_what_an_export_cannot_do(exported, tmp_path, extra, message):
     proc = subprocess.run(
         [sys.executable, "-m", "agefair.evaluate", f"ckpt_path={exported}",
-         f"hydra.run.dir={tmp_path}"],
+         f"hydra.run.dir={tmp_path}", *extra],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
-    assert proc.returncode != 0 and "scored through the app's path" in proc.stderr
+    assert proc.returncode != 0 and message in proc.stderr
 
 
 def test_the_cli_lists_export():

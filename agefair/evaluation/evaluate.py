@@ -77,6 +77,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"{cfg.ckpt_path} is an exported model: it is scored through the app's path, on "
                 "labels=...; score its checkpoint for the test split or images="
             )
+        if cfg.get("tta_flip") is not None or cfg.get("tta_scales") is not None:
+            raise ValueError(
+                f"{cfg.ckpt_path} holds its test-time views in its graph: score its checkpoint "
+                "with other views, or export it again (agefair export --single-view)"
+            )
         predictor = Predictor.from_checkpoint(cfg.ckpt_path, detector=cfg.detector)
         metrics = evaluate_unseen(predictor, cfg)
         return write_metrics(out_dir, {"checkpoint": str(cfg.ckpt_path), **metrics})
