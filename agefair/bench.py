@@ -100,7 +100,11 @@ def bench_model_step(model, batch: dict, steps: int, warmup: int, precision: str
 
 @torch.no_grad()
 def bench_predict(
-    infer: Callable[[torch.Tensor], Any], img_size: int, batch_size: int, repeats: int, warmup=3
+    infer: Callable[[torch.Tensor], Any],
+    img_size: int,
+    batch_size: int,
+    repeats: int,
+    warmup: int = 3,
 ) -> float:
     """Images/s of a prediction function (a system's ``infer`` or an exported model's runtime),
     the system's test-time views included, as tests and the app run it."""
