@@ -118,3 +118,46 @@ def test_skip_finished_false_trains_every_member_again(tmp_path, tiny_archive):
     tiny_sweep(tmp_path, tiny_archive, "0", "skip_finished=false")
     log = (sweep / "0" / "train.log").read_text()
     assert "not trained again" not in log and log.count("Tested checkpoint") == 2
+
+
+@pytest.mark.slow
+def test_a_member_stopped_part_way_goes_on_from_its_last_checkpoint(tmp_path, tiny_archive):
+    """A member killed after its first epoch trains only the second on a rerun, and keeps the
+    first epoch's learning curve and training time."""
+    keep_all = "callbacks.model_checkpoint.save_top_k=-1"  # every epoch's checkpoint, to stop at
+    sweep = tiny_sweep(tmp_path, tiny_archive, "0", "trainer.max_epochs=2", keep_all)
+    member = sweep / "0"
+    first = pd.read_csv(member / "results.csv").iloc[0]
+    # As if killed at the end of the first epoch: its checkpoint is the last, and no row yet.
+    (member / "checkpoints" / "epoch000.ckpt").replace(member / "checkpoints" / "last.ckpt")
+    (member / "results.csv").unlink()
+    (member / "train.log").unlink()
+    tiny_sweep(tmp_path, tiny_archive, "0", "trainer.max_epochs=2")
+    log = (member / "train.log").read_text()
+    assert "resumed from" in log and "Epoch 0 (" not in log and "Epoch 1 (" in log
+    row = pd.read_csv(member / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["epochs"] == 2
+    assert row["examples_seen"] == first["examples_seen"]
+    assert row["train_time_s"] > 0.4 * first["train_time_s"]  # the first epoch's time is kept
+    assert pd.read_csv(member / "history.csv")["epoch"].tolist() == [0, 1]
+
+
+def test_a_checkpoint_resumes_only_the_run_that_wrote_it(tmp_path):
+    """Same learned settings (checkpointing and progress aside): resumed; another seed, an
+    unreadable file or none: trained from the start."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from agefair.training.train import stopped_checkpoint
+
+    settings = {"seed": 0, "model": {"lr": 0.01, "sizes": (8, 16)}, "ckpt_path": None,
+                "callbacks": {"progress": {"refresh_rate": 20}}}  # fmt: skip
+    assert stopped_checkpoint(tmp_path, OmegaConf.create(settings)) is None  # no checkpoint
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    torch.save({"agefair": {"system": "MultiTaskModule", "config": settings}}, last)
+    same = OmegaConf.merge(settings, {"callbacks": {"progress": {"refresh_rate": 0}}})
+    assert stopped_checkpoint(tmp_path, same) == last
+    assert stopped_checkpoint(tmp_path, OmegaConf.merge(settings, {"seed": 1})) is None
+    last.write_bytes(b"not a checkpoint")
+    assert stopped_checkpoint(tmp_path, same) is None

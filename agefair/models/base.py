@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,6 +134,9 @@ class AgeFairModule(pl.LightningModule):
         # One row per training epoch (train and val metrics): the learning curves.
         self.history: list[dict[str, float]] = []
         self._last_val: dict[str, float] = {}
+        # Seconds of fitting before this process's, when it resumed a checkpoint.
+        self.earlier_fit_seconds = 0.0
+        self._fit_started: float | None = None
         self.register_buffer("examples_seen", torch.zeros((), dtype=torch.long))
         # Computed from the training split in setup(); not saved, so any checkpoint loads.
         self.register_buffer("race_class_weights", torch.ones(len(RACES)), persistent=False)
@@ -414,16 +418,36 @@ class AgeFairModule(pl.LightningModule):
         return []
 
     # ------------------------------------------------------------------ checkpoints
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    @property
+    def fit_seconds(self) -> float:
+        """Seconds spent fitting, over every process that resumed this run."""
+        now = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.earlier_fit_seconds + now
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # Resuming with a longer budget (a larger max_epochs) stretches the one-cycle schedule
-        # to the new length instead of failing once the old step count is passed.
         trainer = self._trainer
         if trainer is None or not trainer.training:
-            return
+            return  # testing a checkpoint keeps this run's own curves
+        # A resumed run goes on with its learning curves, best values and clock.
+        meta = checkpoint.get("agefair") or {}
+        self.history = list(meta.get("history", []))
+        self.best = dict(meta.get("best", {}))
+        self.earlier_fit_seconds = float(meta.get("fit_seconds", 0.0))
+        # Resuming with a longer budget (a larger max_epochs) stretches the one-cycle schedule
+        # to the new length instead of failing once the old step count is passed.
         total = trainer.estimated_stepping_batches
         for state in checkpoint.get("lr_schedulers", []):
             if "total_steps" in state and total and total != float("inf"):
                 state["total_steps"] = max(int(total), state.get("last_epoch", 0) + 1)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["agefair"] = {"system": type(self).__name__, "config": self.config}
+        checkpoint["agefair"] = {
+            "system": type(self).__name__,
+            "config": self.config,
+            "history": self.history,
+            "best": self.best,
+            "fit_seconds": self.fit_seconds,
+        }

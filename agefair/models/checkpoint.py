@@ -22,7 +22,14 @@ from agefair.models.base import AgeFairModule
 from agefair.models.errors import CheckpointError
 
 # CheckpointError is part of this module's interface (``load_system`` raises it).
-__all__ = ["ALLOWED_TARGETS", "CheckpointError", "check_targets", "load_system", "moved_targets"]
+__all__ = [
+    "ALLOWED_TARGETS",
+    "CheckpointError",
+    "check_targets",
+    "load_system",
+    "moved_targets",
+    "read_checkpoint",
+]
 
 #: Modules that moved, old prefix -> new: a checkpoint's stored config names classes by their
 #: import path, so a checkpoint written before a move still names the old one.
@@ -99,23 +106,12 @@ def check_targets(config: dict, where: str) -> None:
             )
 
 
-def load_system(
-    path: str | Path, expect_system: str | None = None
-) -> tuple[AgeFairModule, DictConfig]:
-    """Rebuilds the system a checkpoint was trained with and loads its weights.
-
-    Args:
-        path: a ``.ckpt`` written by ``agefair.train``.
-        expect_system: class name the caller needs (e.g. ``MultiTaskModule``); ``None`` accepts any.
-
-    Returns:
-        The system in eval mode and the training config stored in the checkpoint.
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of an agefair checkpoint, read without running anything it holds.
 
     Raises:
-        CheckpointError: missing file, a checkpoint not written by agefair, one holding
-            objects other than tensors and plain values, or a config naming classes outside
-            :data:`ALLOWED_TARGETS`, a different system than expected, or weights that do not
-            fit the stored config.
+        CheckpointError: a missing file, one that is not a torch file, one holding objects
+            other than tensors and plain values, or one not written by ``agefair.train``.
     """
     path = Path(path)
     if not path.is_file():
@@ -140,6 +136,30 @@ def load_system(
             f"{path} is not an agefair checkpoint (no stored config); use one written by "
             "`python -m agefair.train`"
         )
+    return ckpt
+
+
+def load_system(
+    path: str | Path, expect_system: str | None = None
+) -> tuple[AgeFairModule, DictConfig]:
+    """Rebuilds the system a checkpoint was trained with and loads its weights.
+
+    Args:
+        path: a ``.ckpt`` written by ``agefair.train``.
+        expect_system: class name the caller needs (e.g. ``MultiTaskModule``); ``None`` accepts any.
+
+    Returns:
+        The system in eval mode and the training config stored in the checkpoint.
+
+    Raises:
+        CheckpointError: missing file, a checkpoint not written by agefair, one holding
+            objects other than tensors and plain values, or a config naming classes outside
+            :data:`ALLOWED_TARGETS`, a different system than expected, or weights that do not
+            fit the stored config.
+    """
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    meta = ckpt["agefair"]
     system = meta["system"]
     if expect_system and expect_system != system:
         raise CheckpointError(f"{path} holds a {system}, not the {expect_system} asked for")

@@ -9,11 +9,16 @@ from omegaconf import DictConfig, OmegaConf
 from agefair.models.base import AgeFairModule
 
 
+def run_config(cfg: DictConfig) -> dict:
+    """A run's config, resolved, as its checkpoints store it."""
+    keys = [k for k in cfg if k != "hydra"]  # the hydra node is present only when composed
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
 def build_system(cfg: DictConfig) -> AgeFairModule:
     """The LightningModule of ``cfg.model``, carrying its resolved config for checkpoints."""
     model: AgeFairModule = instantiate(cfg.model, _convert_="all")
-    keys = [k for k in cfg if k != "hydra"]  # the hydra node is present only when composed
-    model.config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    model.config = run_config(cfg)
     return model
 
 

@@ -6,9 +6,11 @@
     python -m agefair.train -m model=multitask,separate       # a sweep
 
 A sweep run again with the same command and ``hydra.sweep.dir`` trains only the members that have
-no ok results row yet (``skip_finished``): a long sweep can be stopped and resumed member by
-member. The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
-per-group CSVs, confusion matrices and a one-row ``results.csv`` (see ``agefair.training.results``).
+no ok results row yet (``skip_finished``), and a member that was stopped part-way goes on from its
+``last.ckpt``: a long sweep can be stopped and resumed at any time, losing at most an epoch.
+The run folder (printed at the start) gets TensorBoard logs, checkpoints, ``metrics.json``,
+per-group CSVs, confusion matrices and a one-row ``results.csv`` (see
+``agefair.training.results``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from agefair.config import CONF_DIR
 from agefair.metrics.tasks import combined_objective
 from agefair.models.base import AgeFairModule
-from agefair.training.build import build_datamodule, build_system
+from agefair.models.checkpoint import CheckpointError, read_checkpoint
+from agefair.training.build import build_datamodule, build_system, run_config
 from agefair.training.complexity import measure_complexity
 from agefair.training.results import (
     config_hash,
@@ -198,7 +201,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
         **costs,
-        "train_time_s": round(train_time, 1),
+        # Over every process that trained it, when it resumed a stopped run.
+        "train_time_s": round(model.earlier_fit_seconds + train_time, 1),
         "epochs": trainer.current_epoch,
         "examples_seen": int(model.examples_seen),
         "config_hash": config_hash(model.config),
@@ -258,6 +262,39 @@ def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
     return row
 
 
+#: Settings that do not change what a run learns: a checkpoint written under other values of
+#: these is still the same run's, so a stopped member resumes from it.
+NOT_LEARNED = ("ckpt_path", "skip_finished", "callbacks.model_checkpoint", "callbacks.progress")
+
+
+def _learned_settings(config: dict) -> str:
+    config = json.loads(json.dumps(config, default=str))  # tuples and lists compare alike
+    for key in NOT_LEARNED:
+        *parents, leaf = key.split(".")
+        node = config
+        for name in parents:
+            node = node.get(name) or {}
+        node.pop(leaf, None)
+    return json.dumps(config, sort_keys=True)
+
+
+def stopped_checkpoint(out_dir: Path, cfg: DictConfig) -> Path | None:
+    """``out_dir``'s ``checkpoints/last.ckpt`` when it was written by this same run (equal
+    settings, :data:`NOT_LEARNED` aside) and stopped before it finished; None otherwise."""
+    path = out_dir / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        return None
+    try:
+        stored = read_checkpoint(path)["agefair"]["config"]
+    except CheckpointError as err:
+        log.warning("%s cannot be resumed (%s): the member trains from the start", path, err)
+        return None
+    if _learned_settings(stored) != _learned_settings(run_config(cfg)):
+        log.warning("%s was trained with other settings: the member trains from the start", path)
+        return None
+    return path
+
+
 def _objective(cfg: DictConfig, row: dict[str, Any]) -> float | None:
     value = row.get(cfg.get("optimized_metric") or "")
     return float(value) if _is_number(value) else None
@@ -272,6 +309,10 @@ def main(cfg: DictConfig) -> float | None:
         if done is not None:
             log.info("Member already finished in %s (results.csv ok): not trained again", out_dir)
             return _objective(cfg, done)
+        if cfg.get("ckpt_path") is None and (stopped := stopped_checkpoint(out_dir, cfg)):
+            log.info("Member stopped part-way: resumed from %s", stopped)
+            with open_dict(cfg):
+                cfg.ckpt_path = str(stopped)
     try:
         with own_process_group():
             row = fit_and_test(cfg)
