@@ -51,9 +51,13 @@ def scores(age_mae: float, gender: float, race: float, flops: float) -> dict:
 
 
 def write_sweep(
-    folder: Path, members: list[tuple[list[str], dict]], swept: dict[str, str] | None = None
+    folder: Path,
+    members: list[tuple[list[str], dict]],
+    swept: dict[str, str] | None = None,
+    budget: dict | None = None,
 ) -> Path:
-    """A multirun folder: per member its results row and Hydra's overrides and config files."""
+    """A multirun folder: per member its results row and Hydra's overrides and config files
+    (the config: ``budget``, :data:`BUDGET` unless given)."""
     folder.mkdir(parents=True, exist_ok=True)
     params = swept or {"backbone.width": "8,16"}
     OmegaConf.save({"hydra": {"sweeper": {"params": params}, "overrides": {"task": []}}},
@@ -62,7 +66,7 @@ def write_sweep(
         hydra_dir = folder / str(i) / ".hydra"
         hydra_dir.mkdir(parents=True)
         OmegaConf.save(OmegaConf.create(overrides), hydra_dir / "overrides.yaml")
-        OmegaConf.save(OmegaConf.create(BUDGET), hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(budget or BUDGET), hydra_dir / "config.yaml")
         seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), 0)
         pd.DataFrame([{"seed": seed, **row}]).to_csv(folder / str(i) / "results.csv", index=False)
     return folder
@@ -175,6 +179,67 @@ def test_labels_tell_apart_configurations_that_share_swept_overrides():
         "model=multitask @old",
         "model=separate",
     ]
+
+
+def two_budgets(tmp_path: Path) -> tuple[Path, Path]:
+    """A converged sweep (22 full epochs) and a quick one (:data:`BUDGET`) of two models."""
+    converged = {**BUDGET, "trainer": {"max_epochs": 22, "limit_train_batches": None}}
+    rows = {"multitask": scores(5.0, 0.93, 0.83, 1e6), "separate": scores(5.1, 0.92, 0.84, 2e6)}
+    members = [
+        ([f"model={m}", f"seed={s}"], {**row, "model": m, "examples_seen": 374528})
+        for m, row in rows.items()
+        for s in (0, 1)
+    ]
+    long = write_sweep(tmp_path / "long", members, {"model": "multitask,separate"}, converged)
+    quick = write_sweep(
+        tmp_path / "quick",
+        [(["model=multitask"], scores(8.8, 0.85, 0.72, 1e6)),
+         (["model=separate"], {**scores(8.7, 0.85, 0.73, 2e6), "model": "separate"})],
+        {"model": "multitask,separate"},
+    )  # fmt: skip
+    return long, quick
+
+
+def test_each_budget_is_reported_apart_the_longest_first(tmp_path):
+    long, quick = two_budgets(tmp_path)
+    out = tmp_path / "report"
+    assert main([str(quick), str(long), "--study", "compare_approaches", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    parts = summary.split("## Budget: ")[1:]
+    assert [p.splitlines()[0] for p in parts] == [
+        "22 epochs x all batches of 64, 1 thread",
+        "3 epochs x 80 batches of 64, 1 thread",
+    ]
+    # Each part pools its own seeds under plain labels, and draws its own plot.
+    assert "| model=multitask | multitask | cnn | False | 2 | ok | 5.000" in parts[0]
+    assert "| model=multitask | multitask | cnn | False | 1 | ok | 8.800" in parts[1]
+    assert "(approaches.png)" in parts[0] and "### Approaches" in parts[0]
+    assert "(approaches_3_epochs_x_80_batches_of_64_1_thread.png)" in parts[1]
+    assert (out / "approaches_3_epochs_x_80_batches_of_64_1_thread.png").is_file()
+
+
+def test_a_reports_results_csv_stands_for_its_sweeps(tmp_path):
+    """A report made again from its own results.csv, once the multiruns are gone, says the same;
+    with a new sweep beside it, the recorded members keep their budget's part."""
+    long, quick = two_budgets(tmp_path)
+    first = tmp_path / "first"
+    main([str(quick), "--study", "compare_approaches", "--out", str(first)])
+    again = tmp_path / "again"
+    main([str(first / "results.csv"), "--study", "compare_approaches", "--out", str(again)])
+
+    def tables(report: Path) -> str:  # the summary but its title and provenance line
+        return (report / "summary.md").read_text().split("\n\n", 2)[2]
+
+    assert tables(again) == tables(first)
+    both = collect(first / "results.csv", long)
+    assert both.groupby("budget")["member"].count().to_dict() == {
+        "22 epochs x all batches of 64, 1 thread": 4,
+        "3 epochs x 80 batches of 64, 1 thread": 2,
+    }
+    plain = tmp_path / "plain.csv"  # a results row of one member: not a report's table
+    pd.DataFrame([{"status": "ok", "model": "multitask"}]).to_csv(plain, index=False)
+    with pytest.raises(ValueError, match="not a report's results.csv"):
+        collect(plain)
 
 
 def test_budget_line_reads_the_members_configs(tmp_path):

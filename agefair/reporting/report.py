@@ -4,11 +4,16 @@
     agefair report outputs/studies/compare_s0 outputs/studies/compare_s12 \\
         --study compare_approaches --out experiments/compare_approaches
 
+A ``SWEEP_DIR`` may also be a report's ``results.csv``: its members, as recorded, join the
+report (a budget whose multirun folders are gone stays in the report made again).
+
 Every member's ``results.csv`` (see ``agefair.training.results``) becomes one row of
 ``results.csv`` in the output folder, beside the member's overrides, its label (its swept
 overrides) and the budget read from its ``.hydra/config.yaml``. Failed members stay in every table
 with their error, so a report never hides a member. Members that differ only by ``seed`` make one
 line of the tables: the mean ± standard deviation over their seeds, and how many there were.
+Members of different budgets (epochs, batches, threads) are reported apart, each budget in a part
+of its own, the one that trained longest first: a converged study and its one-pass quick look.
 
 ``summary.md`` holds the budget, the tables and links to the plots (PNGs in the same folder);
 ``table.md`` the member table alone. When the folder has a ``README.md`` with
@@ -27,6 +32,7 @@ between them. Studies (``--study``):
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +44,6 @@ from agefair.reporting.studies import STUDIES, StudyInput, image
 from agefair.reporting.sweep_results import aggregate_seeds, collect, pending_members
 from agefair.reporting.tables import (
     GENERIC_LEAD,
-    budget_line,
     has_section,
     members_table,
     replace_section,
@@ -67,45 +72,83 @@ def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Pa
     return text
 
 
-def curves_section(members: pd.DataFrame, out: Path, budget: str) -> list[str]:
+def curves_section(inp: StudyInput) -> list[str]:
     """Every finished member's validation curves (``learning_curves.png``), to show whether the
     budget let it level off; nothing when no member kept a ``history.csv`` of two epochs."""
     curves = {}
-    for _, row in members[members["status"] == "ok"].iterrows():
+    for _, row in inp.members[inp.members["status"] == "ok"].iterrows():
         history = Path(row["sweep"]) / str(row["member"]) / "history.csv"
         if history.is_file():
             seed = row.get("seed")
             name = row["label"] if pd.isna(seed) else f"{row['label']} seed={seed:g}"
             curves[name] = pd.read_csv(history)
-    path = learning_curves(curves, out / "learning_curves.png", f"Validation by epoch\n{budget}")
+    title = f"Validation by epoch\n{inp.budget}"
+    path = learning_curves(curves, inp.plot_path("learning_curves"), title)
     if path is None:
         return []
     return [f"Validation by epoch, every member: where it levelled off.\n\n{image(path, 'curves')}"]
+
+
+def by_budget(members: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The members of each budget, the one that trained on the most images first: the answer
+    before the quick looks."""
+    images = members.get("examples_seen", pd.Series(0.0, index=members.index))
+    seen = images.groupby(members["budget"], sort=False).mean().fillna(0)
+    order = seen.sort_values(ascending=False, kind="stable").index
+    return [(budget, members[members["budget"] == budget]) for budget in order]
+
+
+def budget_suffix(budget: str) -> str:
+    """``4 epochs x 80 batches of 64, 1 thread`` -> ``_4_epochs_x_80_batches_of_64_1_thread``."""
+    return "_" + re.sub(r"[^a-z0-9]+", "_", budget.lower()).strip("_")
+
+
+def demoted(section: str) -> str:
+    """A section's headings one level down, to sit under its budget's heading."""
+    return re.sub(r"^#", "##", section, flags=re.MULTILINE)
 
 
 def write_report(members: pd.DataFrame, study: str, sweeps: Sequence[Path], out: Path) -> str:
     """Writes the CSV, table, plots and summary of a study into ``out``; returns the summary.
 
     Everything (tables, plots, the check of a search's best) is computed from the one frame
-    written as ``results.csv``.
+    written as ``results.csv``. Members of several budgets get a part each, the budget that
+    trained on the most images first; the plots of the others carry their budget in their names.
     """
     out.mkdir(parents=True, exist_ok=True)
     members.to_csv(out / "results.csv", index=False)
-    configs = aggregate_seeds(members)
-    inp = StudyInput(members, configs, list(sweeps), out, budget_line(members))
-    (out / "table.md").write_text(members_table(configs, GENERIC_LEAD) + "\n")
-    sections = [provenance(members, configs, sweeps), f"**{inp.budget}**", *STUDIES[study](inp)]
-    body = "\n\n".join([*sections, *curves_section(members, out, inp.budget)])
-    (out / "summary.md").write_text(f"# {study.replace('_', ' ')}\n\n{body}\n")
+    every = aggregate_seeds(members)
+    (out / "table.md").write_text(members_table(every, GENERIC_LEAD) + "\n")
+    parts = by_budget(members)
+    sections = [provenance(members, every, sweeps)]
+    for i, (budget, part) in enumerate(parts):
+        suffix = budget_suffix(budget) if i else ""
+        inp = StudyInput(
+            part, aggregate_seeds(part), list(sweeps), out, f"budget: {budget}", suffix
+        )
+        body = [*STUDIES[study](inp), *curves_section(inp)]
+        if len(parts) > 1:
+            body = [f"## Budget: {budget}", *map(demoted, body)]
+        else:
+            body = [f"**{inp.budget}**", *body]
+        sections += body
+    text = "\n\n".join(sections)
+    (out / "summary.md").write_text(f"# {study.replace('_', ' ')}\n\n{text}\n")
     readme = out / "README.md"
     if has_section(readme, README_SECTION):
-        replace_section(readme, README_SECTION, body)
-    return body
+        replace_section(readme, README_SECTION, text)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="agefair report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dirs", type=Path, nargs="+", metavar="SWEEP_DIR")
+    parser.add_argument(
+        "sweep_dirs",
+        type=Path,
+        nargs="+",
+        metavar="SWEEP_DIR",
+        help="multirun folders, or reports' results.csv files that stand for theirs",
+    )
     parser.add_argument("--study", choices=list(STUDIES), default="generic")
     parser.add_argument(
         "--out", type=Path, default=None, help="report folder (default: the first SWEEP_DIR)"

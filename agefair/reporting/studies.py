@@ -103,6 +103,12 @@ class StudyInput:
     sweeps: list[Path]
     out: Path
     budget: str
+    #: Added to plot names: a report of several budgets draws each budget's own plots.
+    suffix: str = ""
+
+    def plot_path(self, name: str) -> Path:
+        """Where the plot ``name`` of this budget goes."""
+        return self.out / f"{name}{self.suffix}.png"
 
 
 def image(path: Path, alt: str) -> str:
@@ -137,7 +143,7 @@ def bars_image(inp: StudyInput, name: str, what: str) -> str:
     """Bars of the headline metrics and costs per configuration, saved as ``<name>.png``."""
     done = ok_configs(inp.configs)
     columns = [c for c in (*HEADLINE, *BAR_COSTS) if c in done and done[c].notna().any()]
-    path = bars(done, accuracy_panels(columns), inp.out / f"{name}.png",
+    path = bars(done, accuracy_panels(columns), inp.plot_path(name),
                 f"{what}\n{inp.budget}", log=BAR_COSTS)  # fmt: skip
     return image(path, what)
 
@@ -206,7 +212,7 @@ def complexity_study(inp: StudyInput) -> list[str]:
         if cost in done and done[cost].notna().any():
             title = f"Accuracy against {name}, Pareto-optimal in red\n{inp.budget}"
             stem = "pareto_" + cost.split("_")[0]
-            path = pareto(done, cost, name, panels, inp.out / f"{stem}.png", title)
+            path = pareto(done, cost, name, panels, inp.plot_path(stem), title)
             sections.append(image(path, f"accuracy against {name}"))
     return sections
 
@@ -327,7 +333,7 @@ def hparam_study(inp: StudyInput) -> list[str]:
     ranked = rank_trials(trials, objective, direction)
     title = f"Search: {objective} per trial\n{inp.budget}"
     path = objective_trace(trials, objective, direction != "maximize",
-                           inp.out / "objective.png", title)  # fmt: skip
+                           inp.plot_path("objective"), title)  # fmt: skip
     return [
         f"## Trials, best first ({direction} {objective}, validation split)",
         trials_table(ranked, objective, len(inp.sweeps) > 1),

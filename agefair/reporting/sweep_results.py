@@ -1,9 +1,10 @@
 """The members of Hydra multiruns as one frame: results rows, overrides, labels, seeds pooled.
 
 Every member's ``results.csv`` (see ``agefair.training.results``) becomes one row, beside the
-member's overrides, its label (its swept overrides) and values of its ``.hydra/config.yaml``.
-Members that differ only by ``seed`` are pooled by :func:`aggregate_seeds` into their mean and
-spread.
+member's overrides, its label (its swept overrides), values of its ``.hydra/config.yaml`` and its
+budget. A report's own ``results.csv`` stands for the sweeps it was made from, so a report can be
+made again, or extended with new sweeps, once those multirun folders are gone. Members that
+differ only by ``seed`` are pooled by :func:`aggregate_seeds` into their mean and spread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from agefair.reporting.plots import std_column
+from agefair.reporting.tables import member_budget
 from agefair.training.results import config_hash
 
 SEED_KEY = "seed"
@@ -55,11 +57,15 @@ def member_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name) if p.name.isdigit() else 0)
 
 
-def pending_members(sweep_dirs: Iterable[Path]) -> list[Path]:
+def is_recorded_report(source: str | Path) -> bool:
+    """Whether a source of members is a report's ``results.csv`` rather than a multirun folder."""
+    return Path(source).suffix == ".csv"
+
+
+def pending_members(sources: Iterable[Path]) -> list[Path]:
     """Members without a results row yet: still running, or killed before writing one."""
-    return [
-        d for s in sweep_dirs for d in member_dirs(Path(s)) if not (d / "results.csv").is_file()
-    ]
+    sweeps = [Path(s) for s in sources if not is_recorded_report(s)]
+    return [d for s in sweeps for d in member_dirs(s) if not (d / "results.csv").is_file()]
 
 
 def sweep_config(sweep_dir: Path) -> DictConfig | None:
@@ -168,7 +174,8 @@ def member_row(member_dir: Path, swept: Sequence[str]) -> pd.DataFrame:
         "group": config_group(overrides, cfg, str(member_dir)),
         **config_values(cfg),
     }
-    return row.assign(**extra)
+    added = pd.DataFrame([extra], index=row.index)
+    return pd.concat([row.drop(columns=list(extra), errors="ignore"), added], axis=1)
 
 
 def distinct_labels(members: pd.DataFrame) -> pd.Series:
@@ -205,19 +212,42 @@ def distinct_labels(members: pd.DataFrame) -> pd.Series:
     return labels
 
 
-def collect(*sweep_dirs: str | Path) -> pd.DataFrame:
-    """One row per member of the multirun folders (members are their numbered subfolders)."""
-    if not sweep_dirs:
+def recorded_members(path: Path) -> pd.DataFrame:
+    """The member rows of a report's ``results.csv``, as that report collected them.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a report's member table.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no report table {path}")
+    rows = pd.read_csv(path, dtype={"config_hash": str, "member": str})
+    missing = {"status", "sweep", "member", "overrides", "label", "group"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"{path} is not a report's results.csv: no {', '.join(sorted(missing))}")
+    return rows.drop(columns=["budget"], errors="ignore")
+
+
+def collect(*sources: str | Path) -> pd.DataFrame:
+    """One row per member of the multirun folders (members are their numbered subfolders) and of
+    recorded reports (``results.csv`` files), with its ``budget``; labels tell configurations
+    apart within a budget."""
+    if not sources:
         raise ValueError("no sweep folder given")
-    rows = []
-    for sweep_dir in map(Path, sweep_dirs):
-        swept = swept_keys(sweep_dir)
-        done = [d for d in member_dirs(sweep_dir) if (d / "results.csv").is_file()]
-        rows += [member_row(d, swept) for d in done]
-    if not rows:
-        raise FileNotFoundError(f"no member of {', '.join(map(str, sweep_dirs))} has finished")
-    members = pd.concat(rows, ignore_index=True)
-    return members.assign(label=distinct_labels(members))
+    frames = []
+    for source in map(Path, sources):
+        if is_recorded_report(source):
+            frames.append(recorded_members(source))
+            continue
+        swept = swept_keys(source)
+        done = [d for d in member_dirs(source) if (d / "results.csv").is_file()]
+        frames += [member_row(d, swept) for d in done]
+    if not frames:
+        raise FileNotFoundError(f"no member of {', '.join(map(str, sources))} has finished")
+    members = pd.concat(frames, ignore_index=True).copy()  # one block: columns are added
+    members = members.assign(budget=[member_budget(r) or "unknown" for _, r in members.iterrows()])
+    labels = [distinct_labels(part) for _, part in members.groupby("budget", sort=False)]
+    return members.assign(label=pd.concat(labels))
 
 
 # ----------------------------------------------------------------------------------- aggregating
