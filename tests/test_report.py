@@ -181,6 +181,17 @@ def test_labels_tell_apart_configurations_that_share_swept_overrides():
     ]
 
 
+def test_a_sweep_over_seeds_alone_is_named_by_what_it_trained(tmp_path):
+    ran = ["threads=1", "hydra/launcher=parallel", "paths.data_dir=/d"]
+    trained = ["experiment=face_pretrained", "trainer.max_epochs=22"]
+    sweep = write_sweep(
+        tmp_path / "sweep",
+        [([*trained, *ran, f"seed={s}"], scores(5.0, 0.93, 0.83, 1e6)) for s in (0, 1)],
+        {"seed": "0,1"},
+    )
+    assert set(collect(sweep)["label"]) == {"experiment=face_pretrained trainer.max_epochs=22"}
+
+
 def two_budgets(tmp_path: Path) -> tuple[Path, Path]:
     """A converged sweep (22 full epochs) and a quick one (:data:`BUDGET`) of two models."""
     converged = {**BUDGET, "trainer": {"max_epochs": 22, "limit_train_batches": None}}

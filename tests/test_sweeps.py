@@ -161,3 +161,14 @@ def test_a_checkpoint_resumes_only_the_run_that_wrote_it(tmp_path):
     assert stopped_checkpoint(tmp_path, OmegaConf.merge(settings, {"seed": 1})) is None
     last.write_bytes(b"not a checkpoint")
     assert stopped_checkpoint(tmp_path, same) is None
+
+
+def test_a_member_is_known_again_however_its_command_was_written():
+    from agefair.training.train import member_settings
+
+    first = "model=multitask seed=0 threads=1 paths.data_dir=/a callbacks.progress.refresh_rate=0"
+    again = "seed=0 threads=1 model=multitask paths.data_dir=/elsewhere hydra/launcher=parallel"
+    assert member_settings(first) == member_settings(again) == [
+        "model=multitask", "seed=0", "threads=1"
+    ]  # fmt: skip
+    assert member_settings(again.replace("seed=0", "seed=1")) != member_settings(first)

@@ -152,7 +152,10 @@ def compare_study(inp: StudyInput) -> list[str]:
     """Is one network as good as several, and at what cost: table, differences, bars."""
     sections = ["## Approaches", members_table(inp.configs, GENERIC_LEAD)]
     done = ok_configs(inp.configs)
-    reference = done[done["model"] == "multitask"] if "model" in done else done.iloc[:0]
+    multitask = done[done["model"] == "multitask"] if "model" in done else done.iloc[:0]
+    # The plain CNN's, when transfer rows (multitask systems on other backbones) stand beside it.
+    plain = multitask[multitask["backbone"] == "cnn"] if "backbone" in multitask else multitask
+    reference = plain if len(plain) else multitask
     if len(reference) and len(done) > 1:
         first = reference.iloc[0]
         sections += [

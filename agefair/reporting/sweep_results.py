@@ -24,6 +24,8 @@ from agefair.training.results import config_hash
 SEED_KEY = "seed"
 #: Overrides that leave what is trained unchanged: where files are, how progress prints.
 NOT_CONFIG = ("paths.", "callbacks.progress.", "hydra.")
+#: Overrides that say how a member ran, not what it trained: left out of its label.
+HOW_IT_RAN = ("threads", "hydra/launcher")
 #: Config values every member's row gets (as ``cfg/<key>``), from its ``.hydra/config.yaml``.
 CONFIG_KEYS = (
     "trainer.max_epochs",
@@ -140,10 +142,20 @@ def config_digest(cfg: DictConfig) -> str:
 
 
 def member_label(overrides: list[str] | None, swept: Sequence[str], fallback: str) -> str:
-    """The member's swept overrides but the seed: what tells it apart in tables and plots."""
+    """The member's swept overrides but the seed: what tells it apart in tables and plots.
+
+    A member of a sweep over seeds alone is named by the overrides that set what it trained
+    (``experiment=face_pretrained trainer.max_epochs=22``), else by ``fallback``.
+    """
     chosen = [
         o for o in overrides or [] if override_key(o) in swept and override_key(o) != SEED_KEY
     ]
+    if not chosen and all(override_key(k) == SEED_KEY for k in swept):
+        chosen = [
+            o
+            for o in overrides or []
+            if is_config_override(o) and override_key(o) not in HOW_IT_RAN
+        ]
     return " ".join(chosen) or fallback
 
 

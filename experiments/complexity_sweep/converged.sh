@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The complexity sweep at convergence (conf/budget/converged.yaml): the plain CNN's 8 sizes and
+# the timm models, two seeds each, then the report of both budgets (this one and the recorded
+# one-pass members). Resumable: run it again after a stop and only what is unfinished trains,
+# a member stopped part-way going on from its last.ckpt.
+#
+#   experiments/complexity_sweep/converged.sh          # CPU: two one-thread members at a time
+#   experiments/complexity_sweep/converged.sh trainer=gpu hydra/launcher=basic threads=null \
+#       data.num_workers=8                             # a GPU machine: one member at a time
+#
+# AGEFAIR_STUDIES (default outputs/studies) holds the multirun folders; PYTHON the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+studies=${AGEFAIR_STUDIES:-outputs/studies}
+python=${PYTHON:-python}
+if (($#)); then run=("$@"); else run=(hydra/launcher=parallel threads=1); fi
+sweep() { "$python" -m agefair.train -m "$@" "${run[@]}" callbacks.progress.refresh_rate=0; }
+
+sweep experiment=complexity_sweep budget=converged seed=0,1 \
+    hydra.sweep.dir="$studies/complexity_converged_cnn"
+sweep experiment=complexity_sweep_timm budget=converged seed=0,1 \
+    hydra.sweep.dir="$studies/complexity_converged_timm"
+
+"$python" -m agefair.report "$studies/complexity_converged_cnn" \
+    "$studies/complexity_converged_timm" experiments/complexity_sweep/one_pass/results.csv \
+    --study complexity_sweep --out experiments/complexity_sweep
