@@ -8,13 +8,10 @@
 #   experiments/complexity_sweep/converged.sh trainer=gpu hydra/launcher=basic threads=null \
 #       data.num_workers=8                             # a GPU machine: one member at a time
 #
-# AGEFAIR_STUDIES (default outputs/studies) holds the multirun folders; PYTHON the interpreter.
+# AGEFAIR_STUDIES (default outputs/studies) holds the multirun folders; PYTHON is the
+# interpreter (experiments/converged_sweeps.sh).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-studies=${AGEFAIR_STUDIES:-outputs/studies}
-python=${PYTHON:-python}
-if (($#)); then run=("$@"); else run=(hydra/launcher=parallel threads=1); fi
-sweep() { "$python" -m agefair.train -m "$@" "${run[@]}" callbacks.progress.refresh_rate=0; }
+source "$(dirname "$0")/../converged_sweeps.sh"
 
 sweep experiment=complexity_sweep budget=converged seed=0,1 \
     hydra.sweep.dir="$studies/complexity_converged_cnn"
