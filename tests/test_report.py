@@ -197,15 +197,19 @@ def two_budgets(tmp_path: Path) -> tuple[Path, Path]:
     converged = {**BUDGET, "trainer": {"max_epochs": 22, "limit_train_batches": None}}
     rows = {"multitask": scores(5.0, 0.93, 0.83, 1e6), "separate": scores(5.1, 0.92, 0.84, 2e6)}
     members = [
-        ([f"model={m}", f"seed={s}"], {**row, "model": m, "examples_seen": 374528})
+        (
+            [f"model={m}", f"seed={s}"],
+            {**row, "model": m, "examples_seen": 374528, "machine": "x86_64, 2 CPU cores"},
+        )
         for m, row in rows.items()
         for s in (0, 1)
     ]
     long = write_sweep(tmp_path / "long", members, {"model": "multitask,separate"}, converged)
     quick = write_sweep(
         tmp_path / "quick",
-        [(["model=multitask"], scores(8.8, 0.85, 0.72, 1e6)),
-         (["model=separate"], {**scores(8.7, 0.85, 0.73, 2e6), "model": "separate"})],
+        [(["model=multitask"], {**scores(8.8, 0.85, 0.72, 1e6), "machine": "x86_64, 1 GPU"}),
+         (["model=separate"], {**scores(8.7, 0.85, 0.73, 2e6), "model": "separate",
+                               "machine": "x86_64, 1 GPU"})],
         {"model": "multitask,separate"},
     )  # fmt: skip
     return long, quick
@@ -225,6 +229,7 @@ def test_each_budget_is_reported_apart_the_longest_first(tmp_path):
     assert "| model=multitask | multitask | cnn | False | 2 | ok | 5.000" in parts[0]
     assert "| model=multitask | multitask | cnn | False | 1 | ok | 8.800" in parts[1]
     assert "(approaches.png)" in parts[0] and "### Approaches" in parts[0]
+    assert "Trained on: x86_64, 1 GPU (2); x86_64, 2 CPU cores (4)." in summary
     assert "(approaches_3_epochs_x_80_batches_of_64_1_thread.png)" in parts[1]
     assert (out / "approaches_3_epochs_x_80_batches_of_64_1_thread.png").is_file()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import tarfile
 import threading
 from pathlib import Path
@@ -29,6 +30,7 @@ def test_a_parallel_sweep_from_an_empty_data_folder(tmp_path, tiny_archive):
     assert rows["status"].tolist() == ["ok", "ok"] and sorted(rows["seed"]) == [0, 1]
     # The two members shared the cores instead of each taking all of them.
     assert rows["threads"].tolist() == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    assert rows["machine"].tolist() == [f"{platform.machine()}, {os.cpu_count()} CPU cores"] * 2
     extracted = sorted(p.name for p in (data / "extracted").iterdir())
     assert len(extracted) == 1 and not extracted[0].startswith("."), extracted
     assert len(list((data / "cache").glob("*.npy"))) == 1

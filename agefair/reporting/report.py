@@ -59,12 +59,16 @@ def markdown_table(members: pd.DataFrame) -> str:
 
 
 def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Path]) -> str:
-    """What the report covers: members, failures, configurations, sweeps, unfinished members."""
+    """What the report covers: members, failures, configurations, sweeps, the machines they
+    trained on (members recorded before rows named it are not counted), unfinished members."""
     failed = int((members["status"] != "ok").sum())
     text = (
         f"{len(members)} members ({failed} failed) in {len(configs)} configurations from "
         f"{len(sweeps)} sweep(s): " + ", ".join(f"`{s}`" for s in sweeps) + "."
     )
+    if "machine" in members:
+        machines = members["machine"].dropna().value_counts(sort=False)
+        text += " Trained on: " + "; ".join(f"{m} ({n})" for m, n in machines.items()) + "."
     pending = pending_members(sweeps)
     if pending:
         text += " Not reported, no results row yet (running or killed): "

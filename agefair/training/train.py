@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import sys
 import time
 import traceback
@@ -99,6 +100,15 @@ def score_unseen_faces(
     if isinstance(logger, pl.loggers.Logger):
         logger.log_metrics({f"unseen/{k}": v for k, v in metrics.items() if _is_number(v)})
     return metrics
+
+
+def training_machine(trainer: pl.Trainer) -> str:
+    """Where a run trained, for its results row: a report says which rows ran where."""
+    text = f"{platform.machine()}, {os.cpu_count()} CPU cores"
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)} x{trainer.num_devices}"
+    return text
 
 
 def torch_threads(cfg: DictConfig) -> int | None:
@@ -200,6 +210,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "framing": datamodule.framing,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
+        "machine": training_machine(trainer),
         **costs,
         # Over every process that trained it, when it resumed a stopped run.
         "train_time_s": round(model.earlier_fit_seconds + train_time, 1),
