@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -134,7 +135,8 @@ class AgeFairModule(pl.LightningModule):
         # One row per training epoch (train and val metrics): the learning curves.
         self.history: list[dict[str, float]] = []
         self._last_val: dict[str, float] = {}
-        # Seconds of fitting before this process's, when it resumed a checkpoint.
+        # Seconds of fitting before this process's, when it resumed a checkpoint; NaN when that
+        # checkpoint did not record them.
         self.earlier_fit_seconds = 0.0
         self._fit_started: float | None = None
         self.register_buffer("examples_seen", torch.zeros((), dtype=torch.long))
@@ -435,7 +437,7 @@ class AgeFairModule(pl.LightningModule):
         meta = checkpoint.get("agefair") or {}
         self.history = list(meta.get("history", []))
         self.best = dict(meta.get("best", {}))
-        self.earlier_fit_seconds = float(meta.get("fit_seconds", 0.0))
+        self.earlier_fit_seconds = float(meta.get("fit_seconds", math.nan))
         # Resuming with a longer budget (a larger max_epochs) stretches the one-cycle schedule
         # to the new length instead of failing once the old step count is passed.
         total = trainer.estimated_stepping_batches

@@ -12,6 +12,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from agefair.registry import Registry
+from agefair.reporting.paired import paired_table
 from agefair.reporting.plots import bars, objective_trace, pareto
 from agefair.reporting.sweep_results import ok_configs, override_key, sweep_config
 from agefair.reporting.tables import (
@@ -134,7 +135,8 @@ def relative_to(configs: pd.DataFrame, reference: pd.Series) -> pd.DataFrame:
         for column in HEADLINE:
             out[f"Δ {METRICS[column]}"] = f"{row[column] - reference[column]:+.3f}"
         for column, header in HEADLINE_COSTS.items():
-            out[header] = f"{row[column] / reference[column]:.2f}"
+            ratio = row[column] / reference[column]
+            out[header] = "" if pd.isna(ratio) else f"{ratio:.2f}"
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -163,6 +165,14 @@ def compare_study(inp: StudyInput) -> list[str]:
             "Differences in test metrics (positive: higher) and cost ratios.",
             to_markdown(relative_to(inp.configs, first)),
         ]
+        paired = paired_table(inp.configs, inp.members, first)
+        if len(paired):
+            sections += [
+                "Paired on the same faces (each configuration's seeds averaged per face; 95% "
+                "bootstrap intervals over faces; points of accuracy, years of MAE, positive: "
+                "higher): a difference whose interval excludes 0 is a finding.",
+                to_markdown(paired),
+            ]
     if len(done):
         sections.append(bars_image(inp, "approaches", "Approaches: accuracy and cost"))
     return sections

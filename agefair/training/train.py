@@ -212,7 +212,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "machine": training_machine(trainer),
         **costs,
-        # Over every process that trained it, when it resumed a stopped run.
+        # Over every process that trained it, when it resumed a stopped run (NaN: unknown).
         "train_time_s": round(model.earlier_fit_seconds + train_time, 1),
         "epochs": trainer.current_epoch,
         "examples_seen": int(model.examples_seen),

@@ -1,0 +1,112 @@
+"""Paired differences between two configurations of a sweep, on the very same faces.
+
+Two configurations tested on one split saw the same faces, so their difference is measured per
+face (one scored right where the other scored wrong) rather than as two accuracies each with its
+own interval: the interval of a paired difference is much narrower, and it is what tells a
+finding from noise. Each configuration's per-face score is its seeds' mean; the 95% interval is
+a percentile bootstrap over faces.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+#: Splits whose per-face predictions members write (``predictions_<split>.csv``).
+SPLITS = ("test", "unseen")
+#: What is compared per face, and how: name -> (split, task, per-face score, header).
+COMPARED = {
+    "test/age_mae": ("test", "age", "abs_error", "Δ age MAE"),
+    "test/gender_acc": ("test", "gender", "correct", "Δ gender acc"),
+    "test/race_acc": ("test", "race", "correct", "Δ race acc"),
+    "unseen/gender_acc": ("unseen", "gender", "correct", "Δ unseen gender acc"),
+    "unseen/race_acc": ("unseen", "race", "correct", "Δ unseen race acc"),
+}
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def mean_ci(
+    values: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-face values; (NaN, NaN) for none."""
+    x = np.asarray(values, dtype=float).ravel()
+    if x.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    chunk = max(1, _CHUNK_ELEMENTS // x.size)
+    for start in range(0, n_boot, chunk):
+        stop = min(start + chunk, n_boot)
+        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def face_scores(
+    member_dirs: Sequence[Path], split: str, task: str, score: str
+) -> np.ndarray | None:
+    """Each face's score (``correct``: 1 or 0; ``abs_error``: years) averaged over the members
+    (seeds); None when a member kept no predictions of the split, or they differ in faces."""
+    per_member = []
+    for member in member_dirs:
+        path = Path(member) / f"predictions_{split}.csv"
+        if not path.is_file():
+            return None
+        preds = pd.read_csv(path)
+        if score == "correct":
+            per_member.append((preds[f"{task}_pred"] == preds[task]).to_numpy(float))
+        else:
+            per_member.append((preds[f"{task}_pred"] - preds[task]).abs().to_numpy(float))
+    if not per_member or len({len(s) for s in per_member}) != 1:
+        return None
+    return np.mean(per_member, axis=0)
+
+
+def paired_differences(
+    members: Sequence[Path], reference: Sequence[Path]
+) -> dict[str, tuple[float, float, float]]:
+    """Each of :data:`COMPARED` as ``(difference, low, high)``: ``members``' figure minus the
+    ``reference`` members' over the same faces, with its 95% interval. Figures that either side
+    cannot give (no predictions kept, e.g. members recorded by an earlier report) are left out.
+    """
+    out = {}
+    for name, (split, task, score, _) in COMPARED.items():
+        mine = face_scores(members, split, task, score)
+        theirs = face_scores(reference, split, task, score)
+        if mine is None or theirs is None or len(mine) != len(theirs):
+            continue
+        diff = mine - theirs
+        out[name] = (float(diff.mean()), *mean_ci(diff))
+    return out
+
+
+def paired_table(
+    configs: pd.DataFrame, members: pd.DataFrame, reference: pd.Series
+) -> pd.DataFrame:
+    """Every finished configuration against ``reference`` (a row of ``configs``): the paired
+    differences of :func:`paired_differences`, formatted ``+1.50 (+0.84 to +2.18)`` (points of
+    accuracy, years of MAE); empty when no pair has predictions on both sides."""
+
+    def dirs(config: pd.Series) -> list[Path]:  # labels tell configurations apart
+        same = members[(members["label"] == config["label"]) & (members["status"] == "ok")]
+        return [Path(s) / str(m) for s, m in zip(same["sweep"], same["member"], strict=True)]
+
+    rows = []
+    for index, config in configs[configs["status"] == "ok"].iterrows():
+        if index == reference.name:
+            continue
+        diffs = paired_differences(dirs(config), dirs(reference))
+        if not diffs:
+            continue
+        row = {"config": config["label"]}
+        for name, (value, low, high) in diffs.items():
+            scale = 1 if name.endswith("age_mae") else 100
+            row[COMPARED[name][3]] = (
+                f"{scale * value:+.2f} ({scale * low:+.2f} to {scale * high:+.2f})"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
