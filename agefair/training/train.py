@@ -288,7 +288,13 @@ def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
 
 #: Settings that do not change what a run learns: a checkpoint written under other values of
 #: these is still the same run's, so a stopped member resumes from it.
-NOT_LEARNED = ("ckpt_path", "skip_finished", "callbacks.model_checkpoint", "callbacks.progress")
+NOT_LEARNED = (
+    "ckpt_path",
+    "skip_finished",
+    "paths",
+    "callbacks.model_checkpoint",
+    "callbacks.progress",
+)
 
 
 def _learned_settings(config: dict) -> str:
@@ -297,8 +303,9 @@ def _learned_settings(config: dict) -> str:
         *parents, leaf = key.split(".")
         node = config
         for name in parents:
-            node = node.get(name) or {}
-        node.pop(leaf, None)
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return json.dumps(config, sort_keys=True)
 
 
