@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agefair.reporting.paired import mean_ci, paired_differences, paired_table
+from agefair.reporting.paired import (
+    load_predictions,
+    mean_ci,
+    paired_differences,
+    paired_table,
+)
 
 
 def member(folder: Path, gender_right: np.ndarray, age_error: float, unseen: bool = True) -> Path:
@@ -38,7 +43,7 @@ def test_a_paired_difference_and_its_interval(tmp_path):
     worse = np.arange(n) < 850  # the same faces right, and 50 fewer
     a = [member(tmp_path / f"a{s}", better, 4.0) for s in range(2)]
     b = [member(tmp_path / f"b{s}", worse, 5.0) for s in range(2)]
-    diffs = paired_differences(a, b)
+    diffs = paired_differences(load_predictions(a), load_predictions(b))
     value, low, high = diffs["test/gender_acc"]
     assert value == pytest.approx(0.05) and 0.03 < low < 0.05 < high < 0.07
     assert diffs["test/age_mae"] == pytest.approx((-1.0, -1.0, -1.0))
@@ -51,7 +56,7 @@ def test_seeds_are_averaged_per_face_and_missing_predictions_leave_a_figure_out(
     a = [member(tmp_path / "a0", np.ones(n, bool), 0, unseen=False),
          member(tmp_path / "a1", np.zeros(n, bool), 0, unseen=False)]  # fmt: skip
     b = [member(tmp_path / "b0", np.arange(n) < 200, 0)]
-    diffs = paired_differences(a, b)
+    diffs = paired_differences(load_predictions(a), load_predictions(b))
     assert diffs["test/gender_acc"][0] == pytest.approx(0.0)  # a's mean per face: 0.5
     assert "unseen/gender_acc" not in diffs  # a kept no unseen predictions
 

@@ -46,32 +46,40 @@ def mean_ci(
     return float(low), float(high)
 
 
-def face_scores(
-    member_dirs: Sequence[Path], split: str, task: str, score: str
-) -> np.ndarray | None:
+#: A configuration's members' predictions: split -> one frame per member, None when a member
+#: kept none of that split.
+Predictions = dict[str, list[pd.DataFrame] | None]
+
+
+def load_predictions(member_dirs: Sequence[Path]) -> Predictions:
+    """Each member's ``predictions_<split>.csv`` of every split in :data:`SPLITS`, read once."""
+    out: Predictions = {}
+    for split in SPLITS:
+        paths = [Path(member) / f"predictions_{split}.csv" for member in member_dirs]
+        out[split] = [pd.read_csv(p) for p in paths] if all(p.is_file() for p in paths) else None
+    return out
+
+
+def face_scores(preds: Predictions, split: str, task: str, score: str) -> np.ndarray | None:
     """Each face's score (``correct``: 1 or 0; ``abs_error``: years) averaged over the members
     (seeds); None when a member kept no predictions of the split, or they differ in faces."""
-    per_member = []
-    for member in member_dirs:
-        path = Path(member) / f"predictions_{split}.csv"
-        if not path.is_file():
-            return None
-        preds = pd.read_csv(path)
-        if score == "correct":
-            per_member.append((preds[f"{task}_pred"] == preds[task]).to_numpy(float))
-        else:
-            per_member.append((preds[f"{task}_pred"] - preds[task]).abs().to_numpy(float))
-    if not per_member or len({len(s) for s in per_member}) != 1:
+    frames = preds.get(split)
+    if not frames or len({len(f) for f in frames}) != 1:
         return None
+    if score == "correct":
+        per_member = [(f[f"{task}_pred"] == f[task]).to_numpy(float) for f in frames]
+    else:
+        per_member = [(f[f"{task}_pred"] - f[task]).abs().to_numpy(float) for f in frames]
     return np.mean(per_member, axis=0)
 
 
 def paired_differences(
-    members: Sequence[Path], reference: Sequence[Path]
+    members: Predictions, reference: Predictions
 ) -> dict[str, tuple[float, float, float]]:
     """Each of :data:`COMPARED` as ``(difference, low, high)``: ``members``' figure minus the
-    ``reference`` members' over the same faces, with its 95% interval. Figures that either side
-    cannot give (no predictions kept, e.g. members recorded by an earlier report) are left out.
+    ``reference`` members' over the same faces (:func:`load_predictions` of each), with its 95%
+    interval. Figures that either side cannot give (no predictions kept, e.g. members recorded
+    by an earlier report) are left out.
     """
     out = {}
     for name, (split, task, score, _) in COMPARED.items():
@@ -96,10 +104,11 @@ def paired_table(
         return [Path(s) / str(m) for s, m in zip(same["sweep"], same["member"], strict=True)]
 
     rows = []
+    theirs = load_predictions(dirs(reference))
     for index, config in configs[configs["status"] == "ok"].iterrows():
         if index == reference.name:
             continue
-        diffs = paired_differences(dirs(config), dirs(reference))
+        diffs = paired_differences(load_predictions(dirs(config)), theirs)
         if not diffs:
             continue
         row = {"config": config["label"]}

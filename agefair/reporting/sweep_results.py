@@ -19,13 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from agefair.reporting.plots import std_column
 from agefair.reporting.tables import member_budget
-from agefair.training.results import config_hash
+from agefair.training.results import (  # override_key: part of this module's interface too
+    NOT_TRAINED,
+    config_hash,
+    override_key,
+    trains_alike,
+    without_keys,
+)
 
 SEED_KEY = "seed"
-#: Overrides that leave what is trained unchanged: where files are, how progress prints.
-NOT_CONFIG = ("paths.", "callbacks.progress.", "hydra.")
-#: Overrides that say how a member ran, not what it trained: left out of its label.
-HOW_IT_RAN = ("threads", "hydra/launcher")
+#: Overrides that say how a member ran beside those that train alike: left out of its label.
+HOW_IT_RAN = ("threads",)
 #: Config values every member's row gets (as ``cfg/<key>``), from its ``.hydra/config.yaml``.
 CONFIG_KEYS = (
     "trainer.max_epochs",
@@ -41,11 +45,6 @@ CONFIG_KEYS = (
 
 
 # ------------------------------------------------------------------------------------ collecting
-def override_key(override: str) -> str:
-    """``+backbone.width=4`` -> ``backbone.width``: the config key an override sets."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def member_dirs(sweep_dir: Path) -> list[Path]:
     """The member folders of a multirun folder (numbered, or holding a results row), in order.
 
@@ -120,25 +119,16 @@ def config_values(cfg: DictConfig | None) -> dict[str, Any]:
 
 def is_config_override(override: str) -> bool:
     """Whether an override changes what is trained (not the seed, paths, progress output)."""
-    key = override_key(override)
-    return key != SEED_KEY and not (key + ".").startswith(NOT_CONFIG)
+    return override_key(override) != SEED_KEY and not trains_alike(override)
 
 
 def config_digest(cfg: DictConfig) -> str:
-    """A digest of the config but the seed and ``NOT_CONFIG`` parts.
+    """A digest of the config but the seed and the parts that train alike (``NOT_TRAINED``).
 
     Overrides alone would pool runs of a config file edited between two sweeps.
     """
     data = OmegaConf.to_container(cfg, resolve=False)
-    data.pop(SEED_KEY, None)
-    for prefix in NOT_CONFIG:
-        *parents, last = prefix.rstrip(".").split(".")
-        node = data
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return config_hash(data)
+    return config_hash(without_keys(data, [SEED_KEY, *NOT_TRAINED]))
 
 
 def member_label(overrides: list[str] | None, swept: Sequence[str], fallback: str) -> str:

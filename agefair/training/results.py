@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,35 @@ from agefair.metrics.groups import (
 )
 
 log = logging.getLogger(__name__)
+
+
+#: Overrides (and config keys) that say where a run's files are and how it prints or is launched,
+#: not what it trains.
+NOT_TRAINED = ("paths.", "callbacks.progress.", "hydra.", "hydra/")
+
+
+def override_key(override: str) -> str:
+    """``+backbone.width=4`` -> ``backbone.width``: the config key an override sets."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def trains_alike(override: str) -> bool:
+    """Whether an override leaves what is trained unchanged (:data:`NOT_TRAINED`)."""
+    return (override_key(override) + ".").startswith(NOT_TRAINED)
+
+
+def without_keys(config: Mapping, keys: Iterable[str]) -> dict:
+    """A copy of a nested config without the given dotted keys (``callbacks.progress``; a
+    trailing ``.`` or ``/`` is ignored); keys it lacks are skipped."""
+    data = json.loads(json.dumps(config, default=str))
+    for key in keys:
+        *parents, leaf = key.rstrip("./").split(".")
+        node = data
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return data
 
 
 def config_hash(config: Mapping | None) -> str:

@@ -43,8 +43,11 @@ from agefair.models.checkpoint import CheckpointError, read_checkpoint
 from agefair.training.build import build_datamodule, build_system, run_config
 from agefair.training.complexity import measure_complexity
 from agefair.training.results import (
+    NOT_TRAINED,
     config_hash,
     format_group_table,
+    trains_alike,
+    without_keys,
     write_results_row,
     write_split_outputs,
 )
@@ -257,14 +260,11 @@ def member_overrides() -> str:
     return " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
 
 
-#: Overrides that say where a member's files are and how it prints, not what it trains.
-NOT_MEMBER = ("paths.", "callbacks.progress.", "hydra")
-
-
 def member_settings(overrides: str) -> list[str]:
-    """A member's overrides as a sorted list, less :data:`NOT_MEMBER`: equal for one member
-    run again however its command was written."""
-    return sorted(o for o in overrides.split() if not o.lstrip("+~").startswith(NOT_MEMBER))
+    """A member's overrides as a sorted list, less those that train alike
+    (:func:`~agefair.training.results.trains_alike`): equal for one member run again however
+    its command was written."""
+    return sorted(o for o in overrides.split() if not trains_alike(o))
 
 
 def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
@@ -288,25 +288,7 @@ def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
 
 #: Settings that do not change what a run learns: a checkpoint written under other values of
 #: these is still the same run's, so a stopped member resumes from it.
-NOT_LEARNED = (
-    "ckpt_path",
-    "skip_finished",
-    "paths",
-    "callbacks.model_checkpoint",
-    "callbacks.progress",
-)
-
-
-def _learned_settings(config: dict) -> str:
-    config = json.loads(json.dumps(config, default=str))  # tuples and lists compare alike
-    for key in NOT_LEARNED:
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            node = node.get(name) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return json.dumps(config, sort_keys=True)
+NOT_LEARNED = ("ckpt_path", "skip_finished", "callbacks.model_checkpoint", *NOT_TRAINED)
 
 
 def stopped_checkpoint(out_dir: Path, cfg: DictConfig) -> Path | None:
@@ -320,7 +302,8 @@ def stopped_checkpoint(out_dir: Path, cfg: DictConfig) -> Path | None:
     except CheckpointError as err:
         log.warning("%s cannot be resumed (%s): the member trains from the start", path, err)
         return None
-    if _learned_settings(stored) != _learned_settings(run_config(cfg)):
+    theirs, ours = (config_hash(without_keys(c, NOT_LEARNED)) for c in (stored, run_config(cfg)))
+    if theirs != ours:
         log.warning("%s was trained with other settings: the member trains from the start", path)
         return None
     return path
