@@ -123,6 +123,16 @@ def test_train_strength_scales_the_jitter(image):
     assert 0 < mean_change(0.3) < mean_change(1.0) < mean_change(2.0)
 
 
+@pytest.mark.parametrize("loss", ["downscale", "jpeg"])
+def test_train_can_lose_detail_like_a_photo(image, loss):
+    still = {"hflip": 0.0, "shift": 0, "scale": 0, "rotate": 0, "brightness_contrast": 0}
+    plain = TrainPreset(64, **still).pixels(image)
+    lossy = TrainPreset(64, **still, **{loss: 1.0}, seed=0).pixels(image)
+    change = np.abs(as_int(lossy) - plain)
+    assert change.mean() > 0.5, f"{loss} left the picture as it was"
+    assert change.mean() < 20, f"{loss} destroyed the picture instead of blurring its detail"
+
+
 def test_flip_inside_the_warp_mirrors_the_picture(image):
     mirrored = image[:, ::-1]
     flip_only = TrainPreset(64, hflip=1.0, shift=0, scale=0, rotate=0, brightness_contrast=0)

@@ -115,8 +115,8 @@ class TrainPreset(Preset):
     because skin tone carries part of the ethnicity label.
 
     ``strength`` multiplies every magnitude (shift, scale, rotation, brightness/contrast,
-    hue/saturation, and the probabilities of grayscale and blur), so a search can tune one knob.
-    The flip is not a magnitude: it stays at ``hflip`` for any strength > 0, and
+    hue/saturation, and the probabilities of grayscale, blur, downscaling and JPEG), so a search
+    can tune one knob. The flip is not a magnitude: it stays at ``hflip`` for any strength > 0, and
     ``strength=0`` gives exactly the eval pipeline.
 
     Each ``DataLoader`` worker reseeds the pipeline from its worker seed: albumentations 2.0
@@ -132,6 +132,9 @@ class TrainPreset(Preset):
         hue_saturation: hue/saturation jitter; 1.0 gives hue ±18° and saturation ±40 (of 255).
         grayscale: probability of turning the picture grey.
         blur: probability of a Gaussian blur with sigma up to 1.5 px (at 64 px).
+        downscale: probability of shrinking the picture to between 35% and 90% of its side and
+            back, as a face photographed small.
+        jpeg: probability of re-encoding the picture as JPEG at quality 30 to 90.
         strength: multiplier of every magnitude above except the flip; 0 is the eval pipeline.
         seed: seed of the augmentation sequence; None draws a fresh one.
         mean: per-channel normalisation mean (0..1 scale).
@@ -150,13 +153,16 @@ class TrainPreset(Preset):
         hue_saturation: float = 0.0,
         grayscale: float = 0.0,
         blur: float = 0.0,
+        downscale: float = 0.0,
+        jpeg: float = 0.0,
         strength: float = 1.0,
         seed: int | None = None,
         mean: Stats = DEFAULT_MEAN,
         std: Stats = DEFAULT_STD,
     ) -> None:
         super().__init__(img_size, mean=mean, std=std)
-        for what, value in [("hflip", hflip), ("grayscale", grayscale), ("blur", blur)]:
+        probabilities = [("hflip", hflip), ("grayscale", grayscale), ("blur", blur)]
+        for what, value in [*probabilities, ("downscale", downscale), ("jpeg", jpeg)]:
             check_range(value, what, 0, 1)
         for what, value in [
             ("shift", shift),
@@ -179,6 +185,8 @@ class TrainPreset(Preset):
             "hue_saturation": hue_saturation,
             "grayscale": grayscale,
             "blur": blur,
+            "downscale": downscale,
+            "jpeg": jpeg,
             "strength": strength,
         }
         self.seed = seed
@@ -199,6 +207,11 @@ class TrainPreset(Preset):
             if blur:
                 sigma = 1.5 * img_size / REFERENCE_SIDE
                 ops.append(A.GaussianBlur(sigma_limit=(0.1, sigma), p=min(1.0, blur * s)))
+            if downscale:
+                inter = {"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}
+                ops.append(A.Downscale((0.35, 0.9), inter, p=min(1.0, downscale * s)))
+            if jpeg:
+                ops.append(A.ImageCompression(quality_range=(30, 90), p=min(1.0, jpeg * s)))
         self._pipeline = A.Compose(ops, seed=seed)
 
     def _run(self, image: np.ndarray) -> np.ndarray:

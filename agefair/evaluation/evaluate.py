@@ -129,7 +129,11 @@ def evaluate_unseen(predictor: Predictor, cfg: DictConfig) -> dict[str, Any]:
     from agefair.evaluation.unseen import score_unseen, summary_line
 
     metrics = score_unseen(
-        predictor, cfg.labels, Path(cfg.paths.output_dir), limit=cfg.get("limit")
+        predictor,
+        cfg.labels,
+        Path(cfg.paths.output_dir),
+        limit=cfg.get("limit"),
+        detections=cfg.paths.get("detections"),
     )
     log.info("Unseen faces (%s): %s", cfg.labels, summary_line(metrics))
     return {"split": "unseen", "detector": cfg.detector, **metrics}

@@ -15,6 +15,7 @@ datamodule refuses a training set that holds any of these images.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from agefair.data.other_faces import read_labels_csv, select
+from agefair.inference.detection_cache import CachedDetector
 from agefair.inference.imageio import ImageError
 from agefair.metrics.age_groups import age_group_distance, age_group_metrics, parse_age_groups
 from agefair.metrics.bootstrap import proportion_ci
@@ -129,6 +131,7 @@ def score_unseen(
     *,
     limit: int | None = None,
     progress: bool = True,
+    detections: str | Path | None = None,
 ) -> dict[str, Any]:
     """Scores a predictor on a labelled folder of another data set; writes its outputs.
 
@@ -141,6 +144,8 @@ def score_unseen(
         out_dir: The run folder.
         limit: Score a seeded random sample of at most this many photos (a quick look).
         progress: Show a progress bar.
+        detections: A folder where the detector's answers are kept between runs
+            (:class:`agefair.inference.detection_cache.CachedDetector`); None detects afresh.
 
     Returns:
         Headline metrics with 95% bootstrap intervals (``<name>_ci``), per-race recalls,
@@ -152,7 +157,12 @@ def score_unseen(
 
     labels = Path(labels)
     table = select(read_labels_csv(labels), limit)
+    if detections is not None:
+        predictor = copy.copy(predictor)  # the caller's keeps its own detector
+        predictor.detector = CachedDetector(predictor.detector, detections)
     preds = predict_photos(predictor, labels.parent, list(table["file"]), progress)
+    if detections is not None:
+        predictor.detector.save()
     preds = pd.concat([table, preds], axis=1)
     has_age = bool((table["age"] >= 0).all())
     # A missed photo keeps MISSED codes, wrong for every task: the tables need a number for its

@@ -97,7 +97,11 @@ def score_unseen_faces(
         log.error("Unseen faces not scored: %s", err)
         return {}
     metrics = score_unseen(
-        predictor, cfg.data.unseen, out_dir, limit=cfg.data.get("unseen_limit"), progress=True
+        predictor,
+        cfg.data.unseen,
+        out_dir,
+        limit=cfg.data.get("unseen_limit"),
+        detections=cfg.paths.get("detections"),
     )
     log.info("Unseen faces (%s): %s", cfg.data.unseen, summary_line(metrics))
     if isinstance(logger, pl.loggers.Logger):
