@@ -311,7 +311,7 @@ class AgeV1Backbone(Backbone):
             log.info("agev1: loaded the pretrained age network from %s", path)
         else:
             init_random(self.trunk)
-            log.info("agev1: pretrained=false, training from random initialisation")
+            log.info("agev1: pretrained=false, random initialisation")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.pool(self.trunk(images)).flatten(1)

@@ -468,7 +468,7 @@ class DlibResnetBackbone(Backbone):
         else:
             net = DlibFaceResnet()
             init_random(net.trunk)
-            log.info("dlib_resnet: pretrained=false, training from random initialisation")
+            log.info("dlib_resnet: pretrained=false, random initialisation")
         self.pretrained = bool(pretrained)
         self.features = features
         self.trunk, self.pool = net.trunk, net.pool

@@ -78,7 +78,7 @@ class VGG16Backbone(Backbone):
             net.load_state_dict(_download_torchvision_weights(weights))
             log.info("VGG-16: loaded %s", weights)
         else:
-            log.warning("VGG-16: pretrained=false, training from random initialisation")
+            log.warning("VGG-16: pretrained=false, random initialisation")
         self.pretrained = bool(weights_path or pretrained)
         self.features = net.features
         self.keep_classifier = keep_classifier
