@@ -16,27 +16,20 @@ kept) and its table into the README.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from probe import SIZE, _Holder
+from probe import SIZE, arguments, faces_at, unseen_figures
 from run import README, cells
 from torch import nn
 from tqdm.auto import tqdm
 
-from agefair.data.datamodule import UTKFaceDataModule
 from agefair.data.other_faces import read_labels_csv
 from agefair.data.transforms import build_transform
-from agefair.evaluation.unseen import MISSED, extract_labelled_faces
-from agefair.inference.detect import create_detector
-from agefair.inference.detection_cache import CachedDetector
-from agefair.inference.predictor import Predictor
 from agefair.metrics.groups import headline_metrics
 from agefair.models.dlib_resnet import DlibResnetBackbone
 from agefair.reporting.tables import replace_section, to_markdown
@@ -121,37 +114,16 @@ def train_arm(net, cut, acts, labels, seed: int) -> tuple[Tail, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unseen", type=Path, required=True, help="labels.csv of unseen faces")
-    parser.add_argument(
-        "--archive", default=os.environ.get("UTKFACE_ARCHIVE", "data/UTKFace.tar.gz")
-    )
-    parser.add_argument("--data-dir", default="data")
+    parser = arguments(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args(argv)
     start = time.perf_counter()
     net = DlibResnetBackbone(features="pooled").eval()
     norm = net.input_config
     transform = build_transform("eval", SIZE, mean=norm.mean, std=norm.std)
-
-    dm = UTKFaceDataModule(
-        archive=args.archive, data_dir=args.data_dir, img_size=SIZE, framing=norm.framing
-    )
-    dm.prepare_data()
-    dm.setup("fit")
-    images = dm.prepared.decoded.images
+    dm, crops, found = faces_at(net, norm.framing, args)
     labels = {s: dm.split_table(s) for s in ("train", "val", "test")}
-    crops = {s: [images[r] for r in t["row"]] for s, t in labels.items()}
     table = read_labels_csv(args.unseen)
-    detector = CachedDetector(create_detector("yunet"), Path(args.data_dir) / "detections")
-    predictor = Predictor(
-        _Holder(net), detector=detector, img_size=SIZE, mean=norm.mean, std=norm.std,
-        framing=norm.framing,
-    )  # fmt: skip
-    crops["unseen"], found, _ = extract_labelled_faces(
-        predictor, args.unseen.parent, list(table["file"])
-    )
-    detector.save()
 
     # The frozen blocks run once, up to the earliest cut; each arm carries them on to its own.
     first = min(CUTS.values())
@@ -169,12 +141,6 @@ def main(argv: list[str] | None = None) -> None:
                 labels["test"].assign(age_pred=labels["test"]["age"], gender_pred=test["gender"],
                                       race_pred=test["race"])
             )  # fmt: skip
-            full = {k: np.full(len(table), MISSED) for k in ("gender", "race")}
-            for k in full:
-                full[k][found] = unseen[k]
-            u = headline_metrics(
-                table.assign(age=0, age_pred=0, gender_pred=full["gender"], race_pred=full["race"])
-            )
             trainable = sum(p.numel() for p in tail.blocks.parameters())
             rows.append(
                 {
@@ -184,13 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                     "best epoch": f"{epoch}/{EPOCHS}",
                     "test/gender_acc": t["gender_acc"],
                     "test/race_acc": t["race_acc"],
-                    "unseen/gender_acc": u["gender_acc"],
-                    "unseen/race_acc": u["race_acc"],
-                    "unseen/race_acc_balanced": u["race_acc_balanced"],
-                    "unseen/race_recall_Others": u["race_recall_Others"],
-                    "unseen/worst_race_gender_acc": worst_race_gender(table, full["gender"]),
-                    "unseen/missed": int((~found).sum()),
-                    "unseen/n": len(table),
+                    **unseen_figures(table, found, unseen["gender"], unseen["race"]),
                 }
             )
             print(rows[-1], f"{time.perf_counter() - start:.0f} s", flush=True)
@@ -204,12 +164,6 @@ def main(argv: list[str] | None = None) -> None:
     replace_section(README, "finetune", finetune_table(out))
     print(out.to_string())
     print(f"{time.perf_counter() - start:.0f} s")
-
-
-def worst_race_gender(table: pd.DataFrame, gender_pred: np.ndarray) -> float:
-    """The lowest gender accuracy of any race (a missed face counts as wrong)."""
-    hits = gender_pred == table["gender"].to_numpy()
-    return float(min(hits[table["race"].to_numpy() == r].mean() for r in np.unique(table["race"])))
 
 
 def finetune_table(frame: pd.DataFrame) -> str:
