@@ -161,8 +161,11 @@ class TrainPreset(Preset):
         std: Stats = DEFAULT_STD,
     ) -> None:
         super().__init__(img_size, mean=mean, std=std)
-        probabilities = [("hflip", hflip), ("grayscale", grayscale), ("blur", blur)]
-        for what, value in [*probabilities, ("downscale", downscale), ("jpeg", jpeg)]:
+        probabilities = {
+            "hflip": hflip, "grayscale": grayscale, "blur": blur, "downscale": downscale,
+            "jpeg": jpeg,
+        }  # fmt: skip
+        for what, value in probabilities.items():
             check_range(value, what, 0, 1)
         for what, value in [
             ("shift", shift),

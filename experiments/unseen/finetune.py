@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     net = DlibResnetBackbone(features="pooled").eval()
     norm = net.input_config
     transform = build_transform("eval", SIZE, mean=norm.mean, std=norm.std)
-    dm, crops, found = faces_at(net, norm.framing, args)
-    labels = {s: dm.split_table(s) for s in ("train", "val", "test")}
     table = read_labels_csv(args.unseen)
+    dm, crops, found = faces_at(net, norm.framing, args, table)
+    labels = {s: dm.split_table(s) for s in ("train", "val", "test")}
 
     # The frozen blocks run once, up to the earliest cut; each arm carries them on to its own.
     first = min(CUTS.values())

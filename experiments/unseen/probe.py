@@ -109,9 +109,11 @@ def arguments(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def faces_at(net: DlibResnetBackbone, framing: float, args: argparse.Namespace):
+def faces_at(
+    net: DlibResnetBackbone, framing: float, args: argparse.Namespace, table: pd.DataFrame
+):
     """Every UTKFace split's faces and every unseen photo's face as the app's path cuts it out
-    (uint8 crops at :data:`SIZE`), cut to ``framing``.
+    (uint8 crops at :data:`SIZE`), cut to ``framing``; ``table`` lists the unseen photos.
 
     Returns:
         The datamodule, the crops of each split (``train``, ``val``, ``test``, ``unseen``; the
@@ -130,7 +132,6 @@ def faces_at(net: DlibResnetBackbone, framing: float, args: argparse.Namespace):
         _Holder(net), detector=detector, img_size=SIZE, mean=norm.mean, std=norm.std,
         framing=framing,
     )  # fmt: skip
-    table = read_labels_csv(args.unseen)
     crops["unseen"], found, _ = extract_labelled_faces(
         predictor, args.unseen.parent, list(table["file"])
     )
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def features_at(framing: float):
         """Every UTKFace split's and every unseen face's features, cut to ``framing``."""
-        dm, crops, found = faces_at(net, framing, args)
+        dm, crops, found = faces_at(net, framing, args, table)
         unseen = embed(net, crops.pop("unseen"), transform)
         return {s: embed(net, c, transform) for s, c in crops.items()}, unseen, found, dm
 
