@@ -50,7 +50,8 @@ def fake_run(root: Path, unseen: bool = True) -> Path:
         run,
         {
             "status": "ok", "system": "MultiTaskModule", "backbone": "fused,dlib_resnet,cnn",
-            "pretrained_from": "dlib_resnet", "params": 2_500_000, "flops_per_image": 1.2e9,
+            "pretrained_from": "dlib_resnet", "params": 2_500_000, "trainable_params": 1_900_000,
+            "flops_per_image": 1.2e9,
             "img_size": 150, "framing": 1.085, "seed": 1, "epochs": 16, "train_time_s": 600.0,
             "threads": 2, "experiment": "face_pretrained",
         },
@@ -70,7 +71,8 @@ def test_the_card_carries_the_runs_own_figures(tmp_path):
         assert with_ci(*unseen, percent=True) in card
     assert with_ci(metrics["age_mae"], metrics["age_mae_ci"], percent=False) in card
     assert "`python -m agefair.train seed=1`" in card and "/somewhere" not in card
-    assert "2.5 M parameters" in card and "dlib's face-recognition ResNet" in card
+    assert "2.5 M parameters (1.9 M of them trained" in card
+    assert "dlib's face-recognition ResNet" in card
     assert "`model.onnx`" in card and "`model.onnx.json`" in card
     for heading in ("Intended use", "Out-of-scope uses", "Data and licences", "Known failure"):
         assert f"## {heading}" in card

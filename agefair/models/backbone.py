@@ -34,3 +34,8 @@ class Backbone(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self(images)
+
+    def lr_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """Its parameters in groups, each with its learning rate relative to the backbone's
+        (a backbone whose parts learn at different rates says so here)."""
+        return [(list(self.parameters()), 1.0)]

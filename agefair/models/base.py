@@ -377,19 +377,25 @@ class AgeFairModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # Every parameter goes in, frozen ones too (AdamW skips parameters without gradients),
         # so unfreezing a backbone later needs no new parameter group and the schedule covers it.
-        backbone_ids = {id(p) for b in self.backbones() for p in b.parameters()}
-        groups: dict[tuple[bool, bool], list] = {}
+        lr, weight_decay = self.hparams.lr, self.hparams.weight_decay
+        # Each parameter's learning rate relative to lr; the outermost backbone's word counts
+        # (modules() lists a backbone before the backbones inside it).
+        factors: dict[int, float] = {}
+        for backbone in self.backbones():
+            for params, factor in backbone.lr_groups():
+                for p in params:
+                    factors.setdefault(id(p), self.hparams.backbone_lr_factor * factor)
+        groups: dict[tuple[float, bool], list] = {}
         for p in self.parameters():
-            groups.setdefault((id(p) in backbone_ids, p.dim() > 1), []).append(p)
-        lr, factor = self.hparams.lr, self.hparams.backbone_lr_factor
+            groups.setdefault((factors.get(id(p), 1.0), p.dim() > 1), []).append(p)
         opt = torch.optim.AdamW(
             [
                 {
                     "params": params,
-                    "lr": lr * (factor if in_backbone else 1.0),
-                    "weight_decay": self.hparams.weight_decay if decays else 0.0,
+                    "lr": lr * factor,
+                    "weight_decay": weight_decay if decays else 0.0,
                 }
-                for (in_backbone, decays), params in groups.items()
+                for (factor, decays), params in groups.items()
             ],
             lr=lr,
         )

@@ -123,13 +123,17 @@ class DlibResnetTrunk(AgeV1Trunk):
     def __init__(self) -> None:
         super().__init__(STEM_CHANNELS, BLOCKS)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def check_size(images: torch.Tensor) -> None:
         if min(images.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(
                 f"dlib_resnet needs inputs of at least {MIN_INPUT_SIZE} x {MIN_INPUT_SIZE} px "
                 f"(its stride-2 convolutions have no padding; it was trained at {INPUT_SIZE}), "
                 f"got {tuple(images.shape[-2:])}"
             )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.check_size(images)
         return super().forward(images)
 
 
@@ -481,6 +485,21 @@ class DlibResnetBackbone(Backbone):
             CHIP_FRAMING,
         )
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.trunk(images)).flatten(1)
+    @property
+    def num_blocks(self) -> int:
+        """Residual blocks in the trunk (the unit :meth:`activations` splits it at)."""
+        return len(self.trunk.blocks)
+
+    def activations(self, images: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The activations after the stem and the trunk's first ``blocks`` residual blocks."""
+        self.trunk.check_size(images)
+        return self.trunk.blocks[:blocks](self.trunk.stem(images))
+
+    def features_from(self, activations: torch.Tensor, blocks: int) -> torch.Tensor:
+        """:meth:`forward`'s features from ``activations(images, blocks)``: the remaining
+        blocks, the pool and (``features="embedding"``) the embedding."""
+        x = self.pool(self.trunk.blocks[blocks:](activations)).flatten(1)
         return self.fc(x) if self.fc is not None else x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features_from(self.activations(images, self.num_blocks), self.num_blocks)

