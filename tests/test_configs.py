@@ -100,3 +100,11 @@ def test_every_group_option_composes_and_builds(group, option, tmp_path):
     if choice not in NO_BUILD_ON_CPU:
         trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "backbone").glob("*.yaml")))
+def test_a_backbone_picked_over_the_default_recipe_gets_none_of_its_keys(option, tmp_path):
+    """The default experiment leaves its backbone's settings to that backbone's own file, so
+    ``backbone=<another>`` on the command line does not hand the other one keys it lacks."""
+    cfg = composed("train", [f"backbone={option}", "pretrained=false"], tmp_path)
+    assert instantiate(cfg.backbone).num_features > 0

@@ -19,9 +19,9 @@ augmented image. Evaluation and inference compute both live, on every test-time 
 With ``tuned_blocks``, the frozen network's last residual blocks train too, at their own lower
 learning rate (``tuned_lr_factor``): the cache then holds the activations entering them (256 x
 4 x 4 per face for dlib's network at 150 px), so each step costs only those blocks' small maps.
-Identity features fitted to a few more faces of UTKFace's kind: on unseen faces, race gains
-and gender holds with the last block, while the last four fit UTKFace at unseen gender's cost
-(experiments/unseen, the fine-tuning table).
+With the last block learning (the default recipe), identity features learn what age, gender and
+race need, and UTKFace's test faces and unseen ones both gain, age most; with two, UTKFace is fit
+by the third epoch (experiments/unseen, the fine-tuning section).
 
 A frozen network learned from faces framed its own way (dlib's chips are wider than UTKFace's
 crops) can get that framing in two ways: the whole input is cut to it (the backbone declares
@@ -58,7 +58,7 @@ class FusedBackbone(Backbone):
         tuned_lr_factor: their learning rate relative to the rest of the backbone's.
         mirror_in_training: training draws the frozen part's features of each face or of its
             mirror at random (the cache holds both, at the cost of a second pass): the frozen
-            branch's share of the flip augmentation, which tuned blocks need.
+            branch's share of the flip augmentation (with one tuned block it bought nothing).
     """
 
     def __init__(

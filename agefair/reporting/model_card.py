@@ -39,6 +39,7 @@ PRETRAINED = {
     "vgg16": "torchvision's VGG-16 ImageNet weights (`VGG16_Weights.IMAGENET1K_V1`); BSD-3-Clause",
 }
 
+
 def _trained_share(row: dict[str, Any]) -> str:
     """`` (N of them trained)`` where the run kept some of its parameters fixed."""
     trained = row.get("trainable_params")

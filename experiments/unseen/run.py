@@ -83,8 +83,12 @@ def run_results(run: Path) -> tuple[pd.Series, str, int]:
     """A run's results row, its overrides (as the lever table shows them) and its seed, from
     its folder, or from ``recorded.csv`` when only the record is left."""
     if (run / "results.csv").is_file():
-        seed = int(OmegaConf.load(run / ".hydra" / "config.yaml").seed)
-        return pd.read_csv(run / "results.csv").iloc[0], overrides(run), seed
+        config = OmegaConf.load(run / ".hydra" / "config.yaml")
+        r = pd.read_csv(run / "results.csv").iloc[0].copy()
+        # A fused backbone's blocks that learned (0 for runs from before they could).
+        if OmegaConf.select(config, "backbone.name") == "fused":
+            r["tuned_blocks"] = OmegaConf.select(config, "backbone.tuned_blocks", default=0)
+        return r, overrides(run), int(config.seed)
     table = recorded()
     if run.name not in table.index:
         raise FileNotFoundError(f"{run} has no results.csv and {RECORDED.name} has no {run.name}")
@@ -100,7 +104,10 @@ def lever_table(runs: list[Path]) -> str:
         r, lever, _ = run_results(run)
         # Runs from before framings existed cut faces as UTKFace does.
         framing = r.get("framing", 1.0)
-        row = {"run": run.name, "overrides": lever, "framing": f"{framing:g}", **cells(r)}
+        tuned = r.get("tuned_blocks")
+        row = {"run": run.name, "overrides": lever, "framing": f"{framing:g}"}
+        row["tuned blocks"] = "" if tuned is None or pd.isna(tuned) else str(int(tuned))
+        row.update(cells(r))
         row["train min"] = f"{r['train_time_s'] / 60:.1f}"
         rows.append(row)
     return to_markdown(pd.DataFrame(rows))
