@@ -14,6 +14,7 @@ from filelock import FileLock
 
 from agefair.data.datamodule import UTKFaceDataModule
 from agefair.data.utkface import safe_extract
+from agefair.models.checkpoint import read_checkpoint
 from tests.conftest import TINY, run_module
 
 
@@ -132,6 +133,7 @@ def test_a_member_stopped_part_way_goes_on_from_its_last_checkpoint(tmp_path, ti
     first = pd.read_csv(member / "results.csv").iloc[0]
     # As if killed at the end of the first epoch: its checkpoint is the last, and no row yet.
     (member / "checkpoints" / "epoch000.ckpt").replace(member / "checkpoints" / "last.ckpt")
+    first_epoch_s = read_checkpoint(member / "checkpoints" / "last.ckpt")["agefair"]["fit_seconds"]
     (member / "results.csv").unlink()
     (member / "train.log").unlink()
     tiny_sweep(tmp_path, tiny_archive, "0", "trainer.max_epochs=2")
@@ -140,7 +142,7 @@ def test_a_member_stopped_part_way_goes_on_from_its_last_checkpoint(tmp_path, ti
     row = pd.read_csv(member / "results.csv").iloc[0]
     assert row["status"] == "ok" and row["epochs"] == 2
     assert row["examples_seen"] == first["examples_seen"]
-    assert row["train_time_s"] > 0.4 * first["train_time_s"]  # the first epoch's time is kept
+    assert row["train_time_s"] > first_epoch_s > 0  # the first epoch's time is kept
     assert pd.read_csv(member / "history.csv")["epoch"].tolist() == [0, 1]
 
 

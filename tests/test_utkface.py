@@ -21,7 +21,7 @@ from agefair.data.utkface import (
     safe_extract,
     scan_folder,
 )
-from tests.conftest import BAD_NAMES, CORRUPT_NAME
+from tests.conftest import BAD_NAMES, CORRUPT_NAME, write_tiny_utkface
 
 
 def test_parse_name_reads_labels():
@@ -166,3 +166,26 @@ def test_manifest_written_once_and_reused(tmp_path):
     assert path2 == path and path.stat().st_mtime_ns == mtime and df2.equals(df)
     _, path3 = load_or_make_manifest(records[:-1], tmp_path, (0.8, 0.1, 0.1), 0)
     assert path3 != path  # another file list gets its own manifest
+
+
+def test_a_limited_validation_is_a_fair_sample_of_the_split(tmp_path):
+    """Names begin with the age, so the sorted validation split's first batches would hold the
+    ages that sort first; its loader order is a fixed seeded shuffle instead."""
+    from agefair.data.datamodule import UTKFaceDataModule
+
+    root = write_tiny_utkface(tmp_path / "faces", n=400, size=16)
+
+    def validation(seed: int):
+        dm = UTKFaceDataModule(archive=root, data_dir=tmp_path / "work", img_size=16, seed=seed)
+        dm.prepare_data()
+        dm.setup("fit")
+        return dm, dm.split_table("val")
+
+    dm, val = validation(0)
+    manifest = dm.prepared.manifest
+    assert sorted(val["file"]) == sorted(manifest.loc[manifest["split"] == "val", "file"])
+    np.testing.assert_array_equal(dm.datasets["val"].labels[:, 0], val["age"])
+    assert list(val["file"]) != sorted(val["file"])
+    assert validation(0)[1].equals(val)  # the same order every time
+    # sorted, the first quarter would hold only the ages whose names sort first (1, 10-19, 2, 20-29)
+    assert val["age"].head(len(val) // 4).max() >= 30

@@ -30,6 +30,8 @@ from agefair.labels import RACES
 log = logging.getLogger(__name__)
 
 UTKFACE_URL = "https://susanqq.github.io/UTKFace/"
+#: Seeds the validation split's order apart from the split itself (same ``seed``).
+VAL_ORDER_STREAM = 1
 
 
 class MissingDataError(FileNotFoundError):
@@ -233,17 +235,24 @@ class UTKFaceDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.prepared is None:
             self.prepared = self.prepare()
-        manifest = self._filter(self.prepared.manifest)
         images = self.prepared.decoded.images
         for split in ("train", "val", "test"):
-            table = manifest[manifest["split"] == split]
+            table = self.split_table(split)
             self.datasets[split] = FaceDataset(images, table, self.transform(split))
 
     def split_table(self, split: str) -> pd.DataFrame:
-        """The manifest rows of one split after the age and race filters."""
+        """The manifest rows of one split after the age and race filters, in its loader's order."""
         assert self.prepared is not None, "call setup() first"
         manifest = self._filter(self.prepared.manifest)
-        return manifest[manifest["split"] == split].reset_index(drop=True)
+        table = manifest[manifest["split"] == split].reset_index(drop=True)
+        if split == "val":
+            # The manifest is sorted by file name, and names begin with the age: a validation
+            # limited to its first batches (trainer.limit_val_batches) would hold the faces whose
+            # ages sort first (1, 10-19, 100+, 2, 20-...) and choose checkpoints on them. In one
+            # fixed seeded order, any first part of it is a fair sample of the split.
+            order = np.random.default_rng([self.hparams.seed, VAL_ORDER_STREAM])
+            table = table.iloc[order.permutation(len(table))].reset_index(drop=True)
+        return table
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool = False) -> DataLoader:
