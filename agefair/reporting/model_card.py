@@ -93,6 +93,20 @@ def _read_run(run: Path) -> tuple[pd.Series, dict[str, Any]]:
     return row, json.loads(metrics.read_text())
 
 
+def _race_prior_note(run: Path) -> str:
+    """How the ethnicity probabilities are to be read, from the run's config."""
+    config = run / ".hydra" / "config.yaml"
+    prior = (
+        OmegaConf.select(OmegaConf.load(config), "model.race_prior") if config.is_file() else None
+    )
+    if prior == "uniform":
+        return (
+            "; the ethnicity probabilities treat every group as equally common beforehand, "
+            "not as common as in the training data (`model.race_prior=uniform`)"
+        )
+    return ""
+
+
 def _command(run: Path) -> str:
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = []
@@ -237,7 +251,8 @@ def model_card(run: str | Path, exported: str | None = None) -> str:
         "UTKFace's framing).",
         f"- **Pretrained parts**: {'; '.join(parts)}.",
         "- **Outputs per face**: age in years (with the head's spread where it has one), gender "
-        f"({', '.join(GENDERS)}) and ethnicity ({', '.join(RACES)}), each with probabilities.",
+        f"({', '.join(GENDERS)}) and ethnicity ({', '.join(RACES)}), each with probabilities"
+        f"{_race_prior_note(run)}.",
         f"- **Trained by** {inline_code(_command(run))} (seed {int(row['seed'])}): "
         f"{int(row['epochs'])} epochs, {float(row['train_time_s']) / 60:.1f} min on "
         f"{int(row['threads'])} CPU threads; model `{row.get('experiment', '')}`.",

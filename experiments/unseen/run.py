@@ -88,6 +88,7 @@ def run_results(run: Path) -> tuple[pd.Series, str, int]:
         # A fused backbone's blocks that learned (0 for runs from before they could).
         if OmegaConf.select(config, "backbone.name") == "fused":
             r["tuned_blocks"] = OmegaConf.select(config, "backbone.tuned_blocks", default=0)
+        r["race_prior"] = OmegaConf.select(config, "model.race_prior", default="training")
         return r, overrides(run), int(config.seed)
     table = recorded()
     if run.name not in table.index:
@@ -107,6 +108,9 @@ def lever_table(runs: list[Path]) -> str:
         tuned = r.get("tuned_blocks")
         row = {"run": run.name, "overrides": lever, "framing": f"{framing:g}"}
         row["tuned blocks"] = "" if tuned is None or pd.isna(tuned) else str(int(tuned))
+        # Runs from before the race prior could be chosen reported under the training one.
+        prior = r.get("race_prior")
+        row["race prior"] = "training" if prior is None or pd.isna(prior) else prior
         row.update(cells(r))
         row["train min"] = f"{r['train_time_s'] / 60:.1f}"
         rows.append(row)
