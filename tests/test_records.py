@@ -37,6 +37,8 @@ def test_finished_members_are_restored_on_a_new_machine_and_skipped_there(tmp_pa
     member(sweep, "0", seed=0)
     member(sweep, "1", status="failed", seed=1)
     (sweep / "2").mkdir()  # killed before its results row
+    (sweep / "3").mkdir()
+    (sweep / "3" / "results.csv").write_text('status\n"ok')  # cut off while written
     assert [p.name for p in save(sweep, records)] == ["0.tar.gz"]
     assert save(sweep, records) == []  # the same files: the same bytes, nothing rewritten
 

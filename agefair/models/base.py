@@ -81,6 +81,17 @@ def race_log_prior(races: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
+def checked_race_prior(race_prior: str) -> str:
+    """``race_prior`` if it is one of :data:`RACE_PRIORS`.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if race_prior not in RACE_PRIORS:
+        raise ValueError(f"race_prior must be one of {RACE_PRIORS}, got {race_prior!r}")
+    return race_prior
+
+
 def _race_prior_unknown_before_saved(
     module: nn.Module, state_dict: dict, prefix: str, *args: Any
 ) -> None:
@@ -152,8 +163,7 @@ class AgeFairModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["net", "nets"])
         if scheduler not in ("onecycle", "cosine", "none"):
             raise ValueError(f"scheduler must be onecycle, cosine or none, got {scheduler!r}")
-        if race_prior not in RACE_PRIORS:
-            raise ValueError(f"race_prior must be one of {RACE_PRIORS}, got {race_prior!r}")
+        checked_race_prior(race_prior)
         self.loss_weights = {"age": 1.0, "gender": 1.0, "race": 1.0, **(loss_weights or {})}
         # one torchmetrics object per split, as attributes so Lightning moves them with the model
         self.train_metrics, self.val_metrics, self.test_metrics = (TaskMetrics() for _ in SPLITS)
@@ -239,9 +249,7 @@ class AgeFairModule(pl.LightningModule):
         """Replaces the race prior the system reports under, where given (``None`` keeps it)."""
         if race_prior is None:
             return
-        if race_prior not in RACE_PRIORS:
-            raise ValueError(f"race_prior must be one of {RACE_PRIORS}, got {race_prior!r}")
-        if race_prior == "uniform" and torch.isnan(self.race_log_prior).any():
+        if checked_race_prior(race_prior) == "uniform" and torch.isnan(self.race_log_prior).any():
             raise ValueError(
                 "race_prior=uniform needs the training split's race mix, which this checkpoint "
                 "predates; keep race_prior=training or train it again"
@@ -275,7 +283,7 @@ class AgeFairModule(pl.LightningModule):
                 parts["age_sd"] = view["age_sd"].float()
             for k, v in parts.items():
                 res[k] = res[k] + v / len(outputs) if k in res else v / len(outputs)
-        if self.hparams.get("race_prior", "training") == "uniform":
+        if self.hparams.race_prior == "uniform":
             res["race_p"] = self._without_training_prior(res["race_p"])
         return res
 
@@ -286,7 +294,7 @@ class AgeFairModule(pl.LightningModule):
         ``n_c ** (1 - p) * likelihood``: dividing that prior out leaves the likelihood, each
         race alike beforehand (logit adjustment, Menon et al., ICLR 2021).
         """
-        residual = 1.0 - float(self.hparams.get("race_weighting", 0.0))
+        residual = 1.0 - float(self.hparams.race_weighting)
         adjusted = race_p * torch.exp(-residual * self.race_log_prior.to(race_p))
         return adjusted / adjusted.sum(-1, keepdim=True)
 

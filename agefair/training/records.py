@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
-import logging
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
-log = logging.getLogger(__name__)
+from agefair.training.results import read_ok_row
 
 #: What a record keeps of a member's folder: what the reports and the skip check read.
 KEPT = (
@@ -40,17 +37,6 @@ KEPT = (
     "gaps_*.csv",
     ".hydra/*.yaml",
 )
-
-
-def finished(member: Path) -> bool:
-    """Whether a member folder holds a results row with status ``ok``."""
-    path = member / "results.csv"
-    if not path.is_file():
-        return False
-    try:
-        return pd.read_csv(path).iloc[0].get("status") == "ok"
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError):
-        return False
 
 
 def _packed(member: Path) -> bytes:
@@ -74,7 +60,7 @@ def save(sweep: Path, records: Path) -> list[Path]:
     """Packs every finished member of ``sweep`` into ``records``; returns the archives written
     (new or changed). Unfinished and failed members are left out."""
     written = []
-    for member in sorted(p for p in sweep.iterdir() if p.is_dir() and finished(p)):
+    for member in sorted(p for p in sweep.iterdir() if p.is_dir() and read_ok_row(p) is not None):
         data = _packed(member)
         target = records / f"{member.name}.tar.gz"
         if target.is_file() and target.read_bytes() == data:

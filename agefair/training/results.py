@@ -137,6 +137,20 @@ def write_results_row(out_dir: Path, row: Mapping[str, Any]) -> Path:
     return path
 
 
+def read_ok_row(out_dir: Path) -> dict[str, Any] | None:
+    """The results row in ``out_dir`` when it has status ``ok``; None when there is none, it
+    failed, or it cannot be read (logged)."""
+    path = out_dir / "results.csv"
+    if not path.is_file():
+        return None
+    try:
+        row = pd.read_csv(path, keep_default_na=False).iloc[0].to_dict()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as err:
+        log.warning("Unreadable %s: %s", path, err)
+        return None
+    return row if row.get("status") == "ok" else None
+
+
 def format_group_table(table: pd.DataFrame) -> str:
     """The per-group table as aligned text for the console."""
     cols = ["group_type", "group", "n", "age_mae", "age_bias", "gender_acc", "race_acc"]

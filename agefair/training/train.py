@@ -46,6 +46,7 @@ from agefair.training.results import (
     NOT_TRAINED,
     config_hash,
     format_group_table,
+    read_ok_row,
     trains_alike,
     without_keys,
     write_results_row,
@@ -275,15 +276,8 @@ def finished_row(out_dir: Path, overrides: str) -> dict[str, Any] | None:
     """The results row a member already wrote in ``out_dir`` with the same ``overrides`` (in any
     order; :func:`member_settings`) and status ``ok``; None when it has to train (no row, a
     failed one, or another member's)."""
-    path = out_dir / "results.csv"
-    if not path.is_file():
-        return None
-    try:
-        row = pd.read_csv(path, keep_default_na=False).iloc[0].to_dict()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, IndexError) as err:
-        log.warning("Unreadable %s (%s): the member trains again", path, err)
-        return None
-    if row.get("status") != "ok":
+    row = read_ok_row(out_dir)
+    if row is None:
         return None
     if member_settings(str(row.get("overrides"))) != member_settings(overrides):
         return None
