@@ -246,7 +246,7 @@ def test_a_uniform_race_prior_divides_out_what_the_weighted_loss_left(name):
     model = systems()[name]
     model.hparams.race_weighting = 0.5
     counts = np.array([400, 100, 100, 100, 25])
-    model.race_log_prior.copy_(race_log_prior(np.repeat(np.arange(5), counts)))
+    model.race_log_prior.copy_(race_log_prior(counts))
     images = batch()["image"]
     as_trained = model.infer(images)
     model.use_race_prior("uniform")
@@ -262,7 +262,7 @@ def test_a_uniform_race_prior_divides_out_what_the_weighted_loss_left(name):
 
 def test_the_race_prior_is_saved_and_one_from_before_it_refuses_a_uniform_prior():
     model = systems()["multitask"]
-    model.race_log_prior.copy_(race_log_prior(np.array([0, 0, 0, 1, 2, 3, 4])))
+    model.race_log_prior.copy_(race_log_prior(np.array([3, 1, 1, 1, 0])))
     reloaded = systems()["multitask"]
     reloaded.load_state_dict(model.state_dict())
     torch.testing.assert_close(reloaded.race_log_prior, model.race_log_prior)
@@ -277,14 +277,14 @@ def test_the_race_prior_is_saved_and_one_from_before_it_refuses_a_uniform_prior(
         MultiTaskModule(MultiTaskNet(create_backbone("tiny")), race_prior="balanced")
 
 
-@pytest.mark.parametrize(
-    ("balance", "expected"), [(None, [0.6, 0.1, 0.1, 0.1, 0.1]), ("race_gender", [0.2] * 5)]
-)
-def test_the_race_prior_is_the_mix_training_draws(balance, expected):
-    """The split's race mix, or every race alike when the sampler balances them."""
-    split = pd.DataFrame({"race": [0] * 6 + [1, 2, 3, 4]})
-    datamodule = SimpleNamespace(split_table=lambda name: split, hparams={"balance": balance})
+def test_the_race_prior_is_the_mix_training_draws():
+    """The datamodule's expected draws per race; a race it never draws counts as one face."""
+    datamodule = SimpleNamespace(
+        training_race_counts=lambda: np.array([699.0, 100, 100, 100, 0]),
+        split_table=lambda name: pd.DataFrame({"race": [0] * 6 + [1, 2, 3]}),
+    )
     model = systems()["multitask"]
     model._trainer = SimpleNamespace(datamodule=datamodule)
     model.setup("fit")
-    torch.testing.assert_close(model.race_log_prior.exp(), torch.tensor(expected))
+    expected = torch.tensor([0.699, 0.1, 0.1, 0.1, 0.001])
+    torch.testing.assert_close(model.race_log_prior.exp(), expected)

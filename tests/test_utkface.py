@@ -189,3 +189,23 @@ def test_a_limited_validation_is_a_fair_sample_of_the_split(tmp_path):
     assert validation(0)[1].equals(val)  # the same order every time
     # sorted, the first quarter would hold only the ages whose names sort first (1, 10-19, 2, 20-29)
     assert val["age"].head(len(val) // 4).max() >= 30
+
+
+@pytest.mark.parametrize("balance", [None, "race_gender"])
+def test_training_draws_the_splits_race_mix_or_every_race_alike(tmp_path, balance):
+    """What the race prior divides out: the split's race counts, or with ``balance`` (the
+    sampler draws every race x gender group alike) the same count for every race."""
+    from agefair.data.datamodule import UTKFaceDataModule
+
+    root = write_tiny_utkface(tmp_path / "faces", n=200, size=16)
+    dm = UTKFaceDataModule(archive=root, data_dir=tmp_path / "work", img_size=16, balance=balance)
+    dm.prepare_data()
+    dm.setup("fit")
+    split = np.bincount(dm.split_table("train")["race"], minlength=5)
+    counts = dm.training_race_counts()
+    assert counts.sum() == pytest.approx(split.sum())
+    if balance is None:
+        np.testing.assert_array_equal(counts, split)
+    else:
+        assert len(set(split)) > 1  # the tiny split's mix is not already even
+        np.testing.assert_allclose(counts, np.full(5, split.sum() / 5))

@@ -254,6 +254,18 @@ class UTKFaceDataModule(pl.LightningDataModule):
             table = table.iloc[order.permutation(len(table))].reset_index(drop=True)
         return table
 
+    def training_race_counts(self) -> np.ndarray:
+        """How many faces of each race an epoch of training draws, in expectation.
+
+        The training split's counts; with ``balance`` the sampler draws every race x gender
+        group alike, so every race present in the split equally often.
+        """
+        counts = np.bincount(self.split_table("train")["race"], minlength=len(RACES))
+        if self.hparams.balance == "race_gender":
+            present = counts > 0
+            counts = np.where(present, counts.sum() / present.sum(), 0.0)
+        return counts.astype(np.float64)
+
     # ------------------------------------------------------------------ loaders
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         ds = self.datasets[split]

@@ -75,9 +75,9 @@ def prediction_frame(
 RACE_PRIORS = ("training", "uniform")
 
 
-def race_log_prior(races: np.ndarray) -> torch.Tensor:
-    """Log share of each race among ``races``; a race without images counts as one."""
-    counts = np.maximum(np.bincount(races, minlength=len(RACES)), 1).astype(np.float64)
+def race_log_prior(counts: np.ndarray) -> torch.Tensor:
+    """Log share of each race given its count of faces; a race without faces counts as one."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
     return torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
 
 
@@ -304,11 +304,9 @@ class AgeFairModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage != "fit" or datamodule is None:
             return
-        races = datamodule.split_table("train")["race"].to_numpy()
-        # The race mix training draws: the split's, unless the sampler draws every race alike.
-        balanced = getattr(datamodule, "hparams", {}).get("balance") is not None
-        self.race_log_prior.copy_(race_log_prior(np.arange(len(RACES)) if balanced else races))
+        self.race_log_prior.copy_(race_log_prior(datamodule.training_race_counts()))
         if self.hparams.race_weighting:
+            races = datamodule.split_table("train")["race"].to_numpy()
             self.race_class_weights.copy_(race_class_weights(races, self.hparams.race_weighting))
             weights = dict(zip(RACES, self.race_class_weights.tolist(), strict=True))
             log.info("Race loss weights: %s", weights)
