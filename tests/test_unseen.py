@@ -220,6 +220,8 @@ def test_training_scores_the_unseen_faces_too(tmp_path, tiny_archive, monkeypatc
     row = pd.read_csv(run / "results.csv").iloc[0]
     assert row["unseen/n"] == 4 and "test/gender_acc" in row
     assert "Unseen faces" in proc.stdout + proc.stderr
+    # a run without progress bars (a sweep's log) gets none from the unseen scoring either
+    assert "Unseen faces: detecting" not in proc.stdout + proc.stderr
     # the detector's answers are kept for the next run (boxes only: none were found here)
     (kept,) = (tmp_path / "data" / "detections").glob("yunetdetector-*.json")
     assert len(json.loads(kept.read_text())) == 4

@@ -103,11 +103,19 @@ def score_unseen_faces(
         out_dir,
         limit=cfg.data.get("unseen_limit"),
         detections=cfg.paths.get("detections"),
+        progress=_shows_progress(model),
     )
     log.info("Unseen faces (%s): %s", cfg.data.unseen, summary_line(metrics))
     if isinstance(logger, pl.loggers.Logger):
         logger.log_metrics({f"unseen/{k}": v for k, v in metrics.items() if _is_number(v)})
     return metrics
+
+
+def _shows_progress(model: AgeFairModule) -> bool:
+    """Whether the run shows progress bars: a sweep's log (callbacks.progress.refresh_rate=0)
+    gets no bar from the unseen scoring either."""
+    bar = model._trainer.progress_bar_callback if model._trainer is not None else None
+    return bar is not None and not getattr(bar, "is_disabled", False)
 
 
 def training_machine(trainer: pl.Trainer) -> str:
