@@ -26,6 +26,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from agefair.labels import GENDERS, RACES
+from agefair.metrics.age_groups import age_group_distance, parse_age_groups
 from agefair.metrics.bootstrap import proportion_ci
 from agefair.reporting.tables import replace_section, to_markdown, with_ci
 
@@ -134,8 +135,6 @@ def group_tables(run: Path) -> str:
     r_ok = (p["race"] == p["race_pred"]).to_numpy()
     age_ok = None
     if "age_group" in p.columns:
-        from agefair.metrics.age_groups import age_group_distance, parse_age_groups
-
         lo, hi = parse_age_groups(p["age_group"].astype(str))
         age_ok = age_group_distance(lo, hi, p["age_pred"].to_numpy()) == 0
 
@@ -158,13 +157,38 @@ def group_tables(run: Path) -> str:
         f"{RACES[int(c)] if c >= 0 else 'no face found'} {100 * share:.0f}%"
         for c, share in others.value_counts(normalize=True).items()
     )
+    by_age = "" if age_ok is None else "\n\n**Per age group**\n\n" + age_group_table(p)
     return (
         f"Run `{run.name}`, {len(p)} photos.\n\n**Per race**\n\n"
         + to_markdown(pd.DataFrame(race_rows))
         + "\n\n**Per race x gender**\n\n"
         + to_markdown(pd.DataFrame(rg_rows))
         + f"\n\nThe unseen 'Others' faces were called: {called}."
+        + by_age
     )
+
+
+def age_group_table(p: pd.DataFrame) -> str:
+    """Per labelled age group: where the age estimates fall (below, inside or above the group,
+    as :func:`agefair.metrics.age_groups.age_group_distance` counts inside) and their median;
+    a face the detector missed has no estimate."""
+    lo, hi = parse_age_groups(p["age_group"].astype(str))
+    age = p["age_pred"].to_numpy(dtype=float)
+    outside = age_group_distance(lo, hi, age)
+    rows = []
+    for group in sorted(set(p["age_group"].astype(str)), key=lambda g: parse_age_groups([g])[0][0]):
+        mask = (p["age_group"].astype(str) == group).to_numpy()
+        found = mask & ~np.isnan(age)
+        share = {
+            "below": (outside[found] > 0) & (age[found] < lo[found]),
+            "inside": outside[found] == 0,
+            "above": (outside[found] > 0) & (age[found] > hi[found]),
+        }
+        row = {"age group": group, "n": int(mask.sum()), "missed": int((mask & ~found).sum())}
+        row |= {f"estimate {k}": f"{100 * v.mean():.1f}%" for k, v in share.items()}
+        row["median estimate"] = f"{np.median(age[found]):.1f}"
+        rows.append(row)
+    return to_markdown(pd.DataFrame(rows))
 
 
 def budget_line(runs: list[Path]) -> str:
