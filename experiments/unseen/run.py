@@ -172,12 +172,13 @@ def age_group_table(p: pd.DataFrame) -> str:
     """Per labelled age group: where the age estimates fall (below, inside or above the group,
     as :func:`agefair.metrics.age_groups.age_group_distance` counts inside) and their median;
     a face the detector missed has no estimate."""
-    lo, hi = parse_age_groups(p["age_group"].astype(str))
+    labels = p["age_group"].astype(str).to_numpy()
+    lo, hi = parse_age_groups(labels)
     age = p["age_pred"].to_numpy(dtype=float)
     outside = age_group_distance(lo, hi, age)
     rows = []
-    for group in sorted(set(p["age_group"].astype(str)), key=lambda g: parse_age_groups([g])[0][0]):
-        mask = (p["age_group"].astype(str) == group).to_numpy()
+    for group in dict.fromkeys(labels[np.argsort(lo, kind="stable")]):  # youngest first
+        mask = labels == group
         found = mask & ~np.isnan(age)
         share = {
             "below": (outside[found] > 0) & (age[found] < lo[found]),
