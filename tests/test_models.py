@@ -277,14 +277,19 @@ def test_the_race_prior_is_saved_and_one_from_before_it_refuses_a_uniform_prior(
         MultiTaskModule(MultiTaskNet(create_backbone("tiny")), race_prior="balanced")
 
 
-def test_the_race_prior_is_the_mix_training_draws():
-    """The datamodule's expected draws per race; a race it never draws counts as one face."""
+def test_the_race_prior_and_loss_weights_follow_the_mix_training_draws():
+    """The datamodule's expected draws per race, not the split's counts (a balanced sampler
+    draws differently): a race it never draws counts as one face in the prior, weighs nothing."""
     datamodule = SimpleNamespace(
         training_race_counts=lambda: np.array([699.0, 100, 100, 100, 0]),
         split_table=lambda name: pd.DataFrame({"race": [0] * 6 + [1, 2, 3]}),
     )
     model = systems()["multitask"]
+    model.hparams.race_weighting = 1.0
     model._trainer = SimpleNamespace(datamodule=datamodule)
     model.setup("fit")
     expected = torch.tensor([0.699, 0.1, 0.1, 0.1, 0.001])
     torch.testing.assert_close(model.race_log_prior.exp(), expected)
+    # Inverse frequency of the draws, the average drawn face weighing one.
+    weights = torch.tensor([1 / 699, 1 / 100, 1 / 100, 1 / 100, 0.0]) * 999 / 4
+    torch.testing.assert_close(model.race_class_weights, weights)

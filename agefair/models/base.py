@@ -102,9 +102,10 @@ def _race_prior_unknown_before_saved(
         state_dict[key] = torch.full((len(RACES),), math.nan)
 
 
-def race_class_weights(races: np.ndarray, power: float) -> torch.Tensor:
-    """Weights ``n_c ** -power`` per race, scaled so the average training image weighs 1."""
-    counts = np.bincount(races, minlength=len(RACES)).astype(np.float64)
+def race_class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
+    """Weights ``n_c ** -power`` per race given its count of faces, scaled so the average
+    training image weighs 1; a race without faces weighs nothing."""
+    counts = np.asarray(counts, dtype=np.float64)
     weights = np.where(counts > 0, np.maximum(counts, 1) ** -power, 0.0)
     weights *= counts.sum() / (weights * counts).sum()
     return torch.as_tensor(weights, dtype=torch.float32)
@@ -304,10 +305,12 @@ class AgeFairModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage != "fit" or datamodule is None:
             return
-        self.race_log_prior.copy_(race_log_prior(datamodule.training_race_counts()))
+        # Both from what training draws (equal counts under a balanced sampler), so that the
+        # weights and the prior they leave over (see _without_training_prior) agree.
+        counts = datamodule.training_race_counts()
+        self.race_log_prior.copy_(race_log_prior(counts))
         if self.hparams.race_weighting:
-            races = datamodule.split_table("train")["race"].to_numpy()
-            self.race_class_weights.copy_(race_class_weights(races, self.hparams.race_weighting))
+            self.race_class_weights.copy_(race_class_weights(counts, self.hparams.race_weighting))
             weights = dict(zip(RACES, self.race_class_weights.tolist(), strict=True))
             log.info("Race loss weights: %s", weights)
 
