@@ -16,6 +16,7 @@ from agefair.models.agev1 import (
     age_model_spec,
     default_weights_path,
     find_manifest,
+    without_subnormals,
 )
 from agefair.models.backbones import create_backbone, list_backbones
 from tests.conftest import hide_package
@@ -60,6 +61,16 @@ def test_rebuild_matches_onnx(onnx_model):
     assert probs.shape == expected.shape == (6, 81)
     # The probabilities are peaked (max near 1), so an error anywhere in the trunk shows here.
     assert np.abs(probs - expected).max() < 1e-4
+
+
+def test_the_rebuild_holds_no_subnormal_weights():
+    """The packaged stem's subnormal weights are loaded as zeros (they slow x86 arithmetic)."""
+    tiny = np.finfo(np.float32).tiny
+    values = np.array([0.0, 1e-39, -5e-40, tiny, -0.5], dtype=np.float32)
+    assert without_subnormals(values).tolist() == [0.0, 0.0, 0.0, tiny, -0.5]
+    for name, param in AgeV1Classifier().named_parameters():
+        subnormal = (param.abs() < tiny) & (param != 0)
+        assert not subnormal.any(), name
 
 
 def test_input_config_is_the_manifest_normalisation():
