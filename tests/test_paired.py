@@ -14,6 +14,7 @@ from agefair.reporting.paired import (
     paired_differences,
     paired_table,
 )
+from agefair.reporting.studies import size_steps
 
 
 def member(folder: Path, gender_right: np.ndarray, age_error: float, unseen: bool = True) -> Path:
@@ -77,3 +78,23 @@ def test_the_table_compares_each_finished_configuration_with_the_reference(tmp_p
 
 def test_mean_ci_of_nothing_is_unknown():
     assert all(np.isnan(mean_ci(np.array([]))))
+
+
+def test_each_size_is_compared_with_the_next_smaller_one(tmp_path):
+    """The complexity report's steps: within a family, ordered by FLOPs whatever the row order,
+    a member without FLOPs or unfinished left out."""
+    n = 400
+    right = {"big": 360, "small": 300, "mid": 340, "unmeasured": 100, "failed": 0, "other": 10}
+    for i, name in enumerate(right):
+        member(tmp_path / "s" / str(i), np.arange(n) < right[name], 5.0 - i)
+    configs = pd.DataFrame(
+        {"label": list(right), "status": ["ok", "ok", "ok", "ok", "failed", "ok"],
+         "flops_per_image": [3e6, 1e6, 2e6, np.nan, 1.5e6, 1.8e6], "params": [3, 1, 2, 1, 1, 2],
+         "backbone": ["cnn"] * 5 + ["timm"], "cfg/backbone.depth": [4, 4, 4, 4, 4, np.nan],
+         "sweep": [str(tmp_path / "s")] * 6, "member": ["0", "1", "2", "3", "4", "5"]}
+    )  # fmt: skip
+    steps = size_steps(configs, configs)
+    assert steps[["config", "against"]].values.tolist() == [["mid", "small"], ["big", "mid"]]
+    gender = [text.split(" (")[0] for text in steps["Δ gender acc"]]
+    assert gender == ["+10.00", "+5.00"]
+    assert steps["Δ age MAE"].tolist() == ["-1.00 (-1.00 to -1.00)", "+2.00 (+2.00 to +2.00)"]

@@ -92,30 +92,50 @@ def paired_differences(
     return out
 
 
+def formatted(diffs: dict[str, tuple[float, float, float]]) -> dict[str, str]:
+    """:func:`paired_differences` as ``+1.50 (+0.84 to +2.18)`` under each figure's header
+    (points of accuracy, years of MAE)."""
+    out = {}
+    for name, (value, low, high) in diffs.items():
+        scale = 1 if name.endswith("age_mae") else 100
+        out[COMPARED[name][3]] = f"{scale * value:+.2f} ({scale * low:+.2f} to {scale * high:+.2f})"
+    return out
+
+
+def paired_rows(
+    pairs: Sequence[tuple[pd.Series, pd.Series]], members: pd.DataFrame
+) -> pd.DataFrame:
+    """Each ``(configuration, reference)`` pair (rows of the configurations table) as one row:
+    ``config`` and ``against`` (their labels) and the :func:`formatted` differences of the
+    configuration from the reference; pairs without predictions on both sides are left out."""
+
+    def dirs(config: pd.Series) -> list[Path]:  # labels tell configurations apart
+        same = members[(members["label"] == config["label"]) & (members["status"] == "ok")]
+        return [Path(s) / str(m) for s, m in zip(same["sweep"], same["member"], strict=True)]
+
+    loaded: dict[str, Predictions] = {}
+
+    def predictions(config: pd.Series) -> Predictions:  # read once however many pairs it is in
+        if config["label"] not in loaded:
+            loaded[config["label"]] = load_predictions(dirs(config))
+        return loaded[config["label"]]
+
+    rows = []
+    for config, reference in pairs:
+        diffs = paired_differences(predictions(config), predictions(reference))
+        if diffs:
+            rows.append(
+                {"config": config["label"], "against": reference["label"], **formatted(diffs)}
+            )
+    return pd.DataFrame(rows)
+
+
 def paired_table(
     configs: pd.DataFrame, members: pd.DataFrame, reference: pd.Series
 ) -> pd.DataFrame:
     """Every finished configuration against ``reference`` (a row of ``configs``): the paired
     differences of :func:`paired_differences`, formatted ``+1.50 (+0.84 to +2.18)`` (points of
     accuracy, years of MAE); empty when no pair has predictions on both sides."""
-
-    def dirs(config: pd.Series) -> list[Path]:  # labels tell configurations apart
-        same = members[(members["label"] == config["label"]) & (members["status"] == "ok")]
-        return [Path(s) / str(m) for s, m in zip(same["sweep"], same["member"], strict=True)]
-
-    rows = []
-    theirs = load_predictions(dirs(reference))
-    for index, config in configs[configs["status"] == "ok"].iterrows():
-        if index == reference.name:
-            continue
-        diffs = paired_differences(load_predictions(dirs(config)), theirs)
-        if not diffs:
-            continue
-        row = {"config": config["label"]}
-        for name, (value, low, high) in diffs.items():
-            scale = 1 if name.endswith("age_mae") else 100
-            row[COMPARED[name][3]] = (
-                f"{scale * value:+.2f} ({scale * low:+.2f} to {scale * high:+.2f})"
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
+    done = configs[configs["status"] == "ok"]
+    pairs = [(config, reference) for i, config in done.iterrows() if i != reference.name]
+    return paired_rows(pairs, members).drop(columns="against", errors="ignore")

@@ -22,8 +22,8 @@ between them. Studies (``--study``):
 
 - ``generic`` (default): the member table;
 - ``compare_approaches``: the table, each approach against the one multitask network, and bars;
-- ``complexity_sweep``: Pareto plots of accuracy against FLOPs and latency, and the smallest
-  model that reaches each accuracy threshold;
+- ``complexity_sweep``: Pareto plots of accuracy against FLOPs and latency, what each step up in
+  size buys (paired, with intervals), and the smallest model that reaches each threshold;
 - ``hparam_search``: the trials ranked by objective, the best configuration (checked against the
   Optuna sweeper's ``optimization_results.yaml``) and the objective per trial;
 - ``transfer``: the table by transfer variant and pretrained weights, and bars.
