@@ -339,6 +339,12 @@ def test_smallest_model_on_unseen_faces_is_chosen_there(tmp_path):
     plain = write_sweep(tmp_path / "plain", [([], scores(6.0, 0.9, 0.8, 1e6))])
     assert main([str(plain), "--study", "complexity_sweep", "--out", str(tmp_path / "p")]) == 0
     assert "on unseen" not in (tmp_path / "p" / "summary.md").read_text()
+    # Nor in the part of a budget whose members have none, beside one whose members do.
+    quick = {**BUDGET, "trainer": {**BUDGET["trainer"], "max_epochs": 1}}
+    plain = write_sweep(tmp_path / "quick", [([], scores(6.0, 0.9, 0.8, 1e6))], budget=quick)
+    assert main([str(sweep), str(plain), "--study", "complexity_sweep",
+                 "--out", str(tmp_path / "both")]) == 0  # fmt: skip
+    assert (tmp_path / "both" / "summary.md").read_text().count("on unseen") == 1
 
 
 def test_pareto_mask_and_labels():

@@ -243,7 +243,7 @@ def complexity_study(inp: StudyInput) -> list[str]:
         " fewer parameters); its test figure beside it.",
         thresholds_table(configs),
     ]
-    if any(c.startswith("unseen/") for c in configs.columns):
+    if any(c.startswith("unseen/") and configs[c].notna().any() for c in configs.columns):
         sections += [
             "## The smallest model that reaches a target on unseen faces",
             "Faces of another data set through the app's path; that set both chooses and "
