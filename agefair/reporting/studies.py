@@ -223,18 +223,19 @@ def size_steps(configs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
 
 
 def complexity_study(inp: StudyInput) -> list[str]:
-    """How accuracy grows with size: table by FLOPs, smallest model per target, Pareto plots."""
+    """How accuracy grows with size: table by FLOPs, each step up in size, smallest model per
+    target, Pareto plots."""
     configs = inp.configs.sort_values("flops_per_image", kind="stable", na_position="last")
-    lead = ("backbone", "cfg/backbone.depth", "cfg/backbone.width")
+    lead = (*SIZE_FAMILY, "cfg/backbone.width")
     sections = ["## Members by FLOPs", members_table(configs, lead)]
     steps = size_steps(configs, inp.members)
     if len(steps):
         sections += [
             "## What each step up in size buys",
             "Each model against the next smaller one of its family (backbone and depth) by"
-            " FLOPs, paired on the same faces (seeds"
-            " averaged per face; 95% bootstrap intervals over faces; points of accuracy, years"
-            " of MAE, positive: higher): a difference whose interval excludes 0 is a finding.",
+            " FLOPs, paired on the same faces (seeds averaged per face; 95% bootstrap intervals"
+            " over faces; points of accuracy, years of MAE, positive: higher): a difference"
+            " whose interval excludes 0 is a finding.",
             to_markdown(steps),
         ]
     sections += [
