@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from agefair.reporting.plots import pareto_mask, short_label
+from agefair.reporting.plots import curve_styles, pareto_mask, short_label
 from agefair.reporting.report import main, markdown_table
 from agefair.reporting.studies import STUDIES, smallest_reaching
 from agefair.reporting.sweep_results import aggregate_seeds, collect, distinct_labels
@@ -135,6 +135,16 @@ def test_the_report_draws_every_members_validation_curve(tmp_path):
     assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
     assert "learning_curves" not in (tmp_path / "plain" / "summary.md").read_text()
     assert not (tmp_path / "plain" / "learning_curves.png").exists()
+
+
+def test_a_configuration_keeps_one_colour_and_its_seeds_differ_by_line():
+    curves = {f"backbone.width={w}": {"seed=0": None, "seed=1": None} for w in range(12)}
+    styles = curve_styles(curves)
+    colours = {label: styles[label, "seed=0"][0] for label in curves}
+    assert len(set(colours.values())) == 12  # no two of 12 configurations share a colour
+    for label in curves:
+        (c0, line0), (c1, line1) = styles[label, "seed=0"], styles[label, "seed=1"]
+        assert c0 == c1 and line0 != line1
 
 
 def test_unseen_faces_get_columns_of_their_own_pooled_over_seeds(tmp_path):

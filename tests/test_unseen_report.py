@@ -19,7 +19,8 @@ def test_the_age_group_table_says_where_the_estimates_fall():
             "age_pred": [25.0, 19.6, 30.0, 2.0, 5.0, 10.0, np.nan],
         }
     )
-    table = report.age_group_table(p).splitlines()
+    bounds = report.parse_age_groups(p["age_group"])
+    table = report.age_group_table(p, *bounds).splitlines()
     assert table[0].startswith("| age group | n | missed | estimate below | estimate inside |")
     assert table[2] == "| 3-9 | 4 | 1 | 33.3% | 33.3% | 33.3% | 5.0 |"
     assert table[3] == "| 20-29 | 3 | 0 | 0.0% | 66.7% | 33.3% | 25.0 |"

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -197,6 +198,9 @@ def objective_trace(
 
 
 #: Validation curves a report draws, from each member's ``history.csv``: column -> panel title.
+#: Seeds of one configuration, told apart in the learning curves.
+LINE_STYLES = ("-", "--", ":", "-.")
+
 CURVE_METRICS = {
     "val/age_mae": "val age MAE (years)",
     "val/gender_acc": "val gender acc",
@@ -204,28 +208,62 @@ CURVE_METRICS = {
 }
 
 
-def learning_curves(curves: dict[str, pd.DataFrame], path: Path, title: str) -> Path | None:
+def curve_styles(
+    curves: Mapping[str, Mapping[str, Any]],
+) -> dict[tuple[str, str], tuple[tuple[float, ...], str]]:
+    """(configuration, seed) -> (colour, line style): a colour per configuration, distinct up
+    to 20 of them (matplotlib's default cycle repeats after 10), a line style per seed."""
+    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    return {
+        (label, seed): (palette(i % palette.N), LINE_STYLES[j % len(LINE_STYLES)])
+        for i, (label, members) in enumerate(curves.items())
+        for j, seed in enumerate(members)
+    }
+
+
+def learning_curves(
+    curves: Mapping[str, Mapping[str, pd.DataFrame]], path: Path, title: str
+) -> Path | None:
     """Validation metrics by epoch, one line per member: where each one levelled off.
 
+    A configuration keeps one colour and its seeds differ by line style, so a study of many
+    members still reads configuration by configuration.
+
     Args:
-        curves: A member's label -> its ``history.csv`` (an ``epoch`` column and ``val/...``).
+        curves: A configuration's label -> its members (a seed's name -> that member's
+            ``history.csv``: an ``epoch`` column and ``val/...``).
         path: The PNG to write.
         title: Drawn above the panels.
 
     Returns:
         The PNG, or None when no member has two epochs to draw.
     """
-    curves = {k: v for k, v in curves.items() if len(v) >= 2 and "epoch" in v}
-    columns = [c for c in CURVE_METRICS if any(c in v for v in curves.values())]
+    curves = {
+        label: kept
+        for label, members in curves.items()
+        if (kept := {k: v for k, v in members.items() if len(v) >= 2 and "epoch" in v})
+    }
+    histories = [h for members in curves.values() for h in members.values()]
+    columns = [c for c in CURVE_METRICS if any(c in h for h in histories)]
     if not curves or not columns:
         return None
+    styles = curve_styles(curves)
     fig, axes = panel_figure(len(columns))
     for ax, column in zip(axes, columns, strict=True):
-        for label, history in curves.items():
-            if column in history:
-                ax.plot(history["epoch"] + 1, history[column], marker=".", label=short_label(label))
+        for label, members in curves.items():
+            for seed, history in members.items():
+                if column in history:
+                    colour, line = styles[label, seed]
+                    ax.plot(
+                        history["epoch"] + 1,
+                        history[column],
+                        marker=".",
+                        color=colour,
+                        linestyle=line,
+                        label=short_label(label) + (f" {seed}" if seed else ""),
+                    )
         ax.set_title(CURVE_METRICS[column], fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6, ncol=2 if len(histories) > 12 else 1)
     return save_figure(fig, path, title)

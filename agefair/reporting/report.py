@@ -79,13 +79,16 @@ def provenance(members: pd.DataFrame, configs: pd.DataFrame, sweeps: Sequence[Pa
 def curves_section(inp: StudyInput) -> list[str]:
     """Every finished member's validation curves (``learning_curves.png``), to show whether the
     budget let it level off; nothing when no member kept a ``history.csv`` of two epochs."""
-    curves = {}
+    curves: dict[str, dict[str, pd.DataFrame]] = {}
     for _, row in inp.members[inp.members["status"] == "ok"].iterrows():
         history = Path(row["sweep"]) / str(row["member"]) / "history.csv"
         if history.is_file():
             seed = row.get("seed")
-            name = row["label"] if pd.isna(seed) else f"{row['label']} seed={seed:g}"
-            curves[name] = pd.read_csv(history)
+            name = "" if pd.isna(seed) else f"seed={seed:g}"
+            members = curves.setdefault(row["label"], {})
+            if name in members:  # the same configuration from another sweep
+                name = f"{name} ({Path(row['sweep']).name})".strip()
+            members[name] = pd.read_csv(history)
     title = f"Validation by epoch\n{inp.budget}"
     path = learning_curves(curves, inp.plot_path("learning_curves"), title)
     if path is None:

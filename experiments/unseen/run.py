@@ -133,10 +133,10 @@ def group_tables(run: Path) -> str:
     p = pd.read_csv(run / "predictions_unseen.csv")
     g_ok = (p["gender"] == p["gender_pred"]).to_numpy()
     r_ok = (p["race"] == p["race_pred"]).to_numpy()
-    age_ok = None
+    age_ok = bounds = None
     if "age_group" in p.columns:
-        lo, hi = parse_age_groups(p["age_group"].astype(str))
-        age_ok = age_group_distance(lo, hi, p["age_pred"].to_numpy()) == 0
+        bounds = parse_age_groups(p["age_group"].astype(str))
+        age_ok = age_group_distance(*bounds, p["age_pred"].to_numpy()) == 0
 
     def row(name: str, mask: np.ndarray) -> dict:
         out = {"group": name, "n": int(mask.sum()), "missed": int((~p["found"][mask]).sum())}
@@ -157,7 +157,7 @@ def group_tables(run: Path) -> str:
         f"{RACES[int(c)] if c >= 0 else 'no face found'} {100 * share:.0f}%"
         for c, share in others.value_counts(normalize=True).items()
     )
-    by_age = "" if age_ok is None else "\n\n**Per age group**\n\n" + age_group_table(p)
+    by_age = "" if bounds is None else "\n\n**Per age group**\n\n" + age_group_table(p, *bounds)
     return (
         f"Run `{run.name}`, {len(p)} photos.\n\n**Per race**\n\n"
         + to_markdown(pd.DataFrame(race_rows))
@@ -168,12 +168,12 @@ def group_tables(run: Path) -> str:
     )
 
 
-def age_group_table(p: pd.DataFrame) -> str:
-    """Per labelled age group: where the age estimates fall (below, inside or above the group,
-    as :func:`agefair.metrics.age_groups.age_group_distance` counts inside) and their median;
-    a face the detector missed has no estimate."""
+def age_group_table(p: pd.DataFrame, lo: np.ndarray, hi: np.ndarray) -> str:
+    """Per labelled age group (its bounds ``lo``, ``hi`` per photo): where the age estimates
+    fall (below, inside or above the group, as
+    :func:`agefair.metrics.age_groups.age_group_distance` counts inside) and their median; a
+    face the detector missed has no estimate."""
     labels = p["age_group"].astype(str).to_numpy()
-    lo, hi = parse_age_groups(labels)
     age = p["age_pred"].to_numpy(dtype=float)
     outside = age_group_distance(lo, hi, age)
     rows = []
