@@ -14,7 +14,7 @@ from agefair.reporting.paired import (
     paired_differences,
     paired_table,
 )
-from agefair.reporting.studies import size_steps
+from agefair.reporting.studies import family_rivals, size_steps
 
 
 def member(folder: Path, gender_right: np.ndarray, age_error: float, unseen: bool = True) -> Path:
@@ -98,3 +98,24 @@ def test_each_size_is_compared_with_the_next_smaller_one(tmp_path):
     gender = [text.split(" (")[0] for text in steps["Δ gender acc"]]
     assert gender == ["+10.00", "+5.00"]
     assert steps["Δ age MAE"].tolist() == ["-1.00 (-1.00 to -1.00)", "+2.00 (+2.00 to +2.00)"]
+
+
+def test_another_family_is_paired_with_the_plain_cnn_nearest_in_flops(tmp_path):
+    """On a log scale of FLOPs: 5 M is nearer 8 M than 1 M; the CNN is the most swept backbone."""
+    n = 400
+    right = {"cnn1": 300, "cnn8": 340, "cnn64": 360, "timm5": 330, "timm100": 370}
+    for i, name in enumerate(right):
+        member(tmp_path / "s" / str(i), np.arange(n) < right[name], 5.0)
+    configs = pd.DataFrame(
+        {"label": list(right), "status": ["ok"] * 5,
+         "flops_per_image": [1e6, 8e6, 64e6, 5e6, 100e6], "params": [1, 2, 3, 2, 3],
+         "backbone": ["cnn", "cnn", "cnn", "timm:a", "timm:b"],
+         "sweep": [str(tmp_path / "s")] * 5, "member": ["0", "1", "2", "3", "4"]}
+    )  # fmt: skip
+    rivals = family_rivals(configs, configs)
+    assert rivals[["config", "against", "FLOPs ratio"]].values.tolist() == [
+        ["timm5", "cnn8", "0.62x"],
+        ["timm100", "cnn64", "1.56x"],
+    ]
+    assert [text.split(" (")[0] for text in rivals["Δ gender acc"]] == ["-2.50", "+2.50"]
+    assert family_rivals(configs[configs["backbone"] == "cnn"], configs).empty

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -207,12 +208,17 @@ def thresholds_table(configs: pd.DataFrame, unseen: bool = False) -> str:
 SIZE_FAMILY = ("backbone", "cfg/backbone.depth")
 
 
+def _sized(configs: pd.DataFrame) -> pd.DataFrame:
+    """The finished configurations whose FLOPs were measured."""
+    done = ok_configs(configs)
+    return done[done["flops_per_image"].notna()]
+
+
 def size_steps(configs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     """Each finished configuration against the next smaller one by FLOPs of its family
     (:data:`SIZE_FAMILY`), as :func:`agefair.reporting.paired.paired_rows`: where more width
     stops paying."""
-    done = ok_configs(configs)
-    done = done[done["flops_per_image"].notna()]
+    done = _sized(configs)
     family = [c for c in SIZE_FAMILY if c in done]
     pairs = []
     groups = done.groupby(family, dropna=False, sort=True) if family else [((), done)]
@@ -220,6 +226,29 @@ def size_steps(configs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
         rows = [row for _, row in group.sort_values(["flops_per_image", "params"]).iterrows()]
         pairs += zip(rows[1:], rows[:-1], strict=True)
     return paired_rows(pairs, members)
+
+
+def family_rivals(configs: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """Each finished configuration of another backbone against the configuration of the most
+    swept backbone (the plain CNN) nearest to it in FLOPs (on a log scale), as
+    :func:`agefair.reporting.paired.paired_rows` with the FLOPs ratio beside it: whether the
+    family matters at about equal cost."""
+    done = _sized(configs)
+    if "backbone" not in done or done["backbone"].nunique() < 2:
+        return pd.DataFrame()
+    main = done["backbone"].value_counts().index[0]
+    reference = done[done["backbone"] == main]
+    log_flops = np.log(reference["flops_per_image"].to_numpy(float))
+    pairs = [
+        (row, reference.iloc[int(np.argmin(abs(log_flops - np.log(row["flops_per_image"]))))])
+        for _, row in done[done["backbone"] != main].iterrows()
+    ]
+    rows = paired_rows(pairs, members)
+    if len(rows):
+        flops = dict(zip(done["label"], done["flops_per_image"], strict=True))
+        ratio = [flops[a] / flops[b] for a, b in zip(rows["config"], rows["against"], strict=True)]
+        rows.insert(2, "FLOPs ratio", [f"{r:.2f}x" for r in ratio])
+    return rows
 
 
 def complexity_study(inp: StudyInput) -> list[str]:
@@ -237,6 +266,14 @@ def complexity_study(inp: StudyInput) -> list[str]:
             " over faces; points of accuracy, years of MAE, positive: higher): a difference"
             " whose interval excludes 0 is a finding.",
             to_markdown(steps),
+        ]
+    rivals = family_rivals(configs, inp.members)
+    if len(rivals):
+        sections += [
+            "## Another family at about the same cost",
+            "Each model of another backbone against the plain CNN nearest to it in FLOPs, paired"
+            " on the same faces as above: whether the family matters at equal cost.",
+            to_markdown(rivals),
         ]
     sections += [
         "## The smallest model that reaches a target",
