@@ -197,10 +197,10 @@ def objective_trace(
     return save_figure(fig, Path(path), title)
 
 
-#: Validation curves a report draws, from each member's ``history.csv``: column -> panel title.
 #: Seeds of one configuration, told apart in the learning curves.
 LINE_STYLES = ("-", "--", ":", "-.")
 
+#: Validation curves a report draws, from each member's ``history.csv``: column -> panel title.
 CURVE_METRICS = {
     "val/age_mae": "val age MAE (years)",
     "val/gender_acc": "val gender acc",
@@ -212,10 +212,13 @@ def curve_styles(
     curves: Mapping[str, Mapping[str, Any]],
 ) -> dict[tuple[str, str], tuple[tuple[float, ...], str]]:
     """(configuration, seed) -> (colour, line style): a colour per configuration, distinct up
-    to 20 of them (matplotlib's default cycle repeats after 10), a line style per seed."""
-    palette = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    to 20 of them (matplotlib's default cycle repeats after 10), a line style per seed.
+
+    tab20 pairs a dark and a light shade of each hue; its dark shades come first, so the first
+    ten configurations get ten hues and only the rest a lighter one of them."""
+    palette = matplotlib.colormaps["tab20"]
     return {
-        (label, seed): (palette(i % palette.N), LINE_STYLES[j % len(LINE_STYLES)])
+        (label, seed): (palette(2 * (i % 10) + (i // 10) % 2), LINE_STYLES[j % len(LINE_STYLES)])
         for i, (label, members) in enumerate(curves.items())
         for j, seed in enumerate(members)
     }
