@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from agefair.reporting import report
 from agefair.reporting.plots import curve_styles, pareto_mask, short_label
 from agefair.reporting.report import main, markdown_table
-from agefair.reporting.studies import STUDIES, smallest_reaching
+from agefair.reporting.studies import STUDIES, StudyInput, smallest_reaching
 from agefair.reporting.sweep_results import aggregate_seeds, collect, distinct_labels
 from agefair.reporting.tables import budget_line
 from tests.conftest import run_module
@@ -135,6 +136,30 @@ def test_the_report_draws_every_members_validation_curve(tmp_path):
     assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
     assert "learning_curves" not in (tmp_path / "plain" / "summary.md").read_text()
     assert not (tmp_path / "plain" / "learning_curves.png").exists()
+
+
+def test_the_same_member_from_two_sweeps_keeps_both_curves(tmp_path, monkeypatch):
+    """A configuration and seed trained in two sweeps (a rerun beside the first) draws two
+    curves, the second named by its sweep, not one overwritten by the other."""
+    sweeps = []
+    for name, mae in (("first", 6.5), ("rerun", 6.0)):
+        sweep = write_sweep(
+            tmp_path / name, [(["seed=0"], scores(mae, 0.9, 0.8, 1e6))], swept={"seed": "0"}
+        )
+        history = pd.DataFrame({"epoch": [0, 1], "val/age_mae": [9.0, mae]})
+        history.to_csv(sweep / "0" / "history.csv", index=False)
+        sweeps.append(sweep)
+    drawn = {}
+    monkeypatch.setattr(
+        report, "learning_curves", lambda curves, path, title: drawn.update(curves) or None
+    )
+    members = collect(*sweeps)
+    inp = StudyInput(members, aggregate_seeds(members), sweeps, tmp_path, "a budget")
+    assert report.curves_section(inp) == []  # nothing drawn (the plot is stubbed)
+    (label,) = drawn
+    curves = drawn[label]
+    assert sorted(curves) == ["seed=0", "seed=0 (rerun)"]
+    assert curves["seed=0 (rerun)"]["val/age_mae"].iloc[-1] == 6.0
 
 
 def test_a_configuration_keeps_one_colour_and_its_seeds_differ_by_line():

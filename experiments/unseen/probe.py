@@ -7,7 +7,9 @@ agefair's UTKFace split (decoded at 150 px) and every unseen photo's face as the
 cuts it out (detector, framing). Logistic regressions (gender, race) and a ridge regression
 (age) are fitted on the training split's features, their L2 strength chosen on the validation
 split, and scored on UTKFace's test split and on the unseen faces (a photo without a found face
-counts as wrong). Writes ``probe.csv`` beside this file and its table into the README.
+counts as wrong). Read-outs of three kinds of features: the pooled ones, the 128-D embedding,
+and ``depths`` (the pooled ones beside earlier blocks', :data:`DEPTH_POOLS`). Writes
+``probe.csv`` beside this file and its table into the README.
 
 ``--views N`` adds a row whose read-outs learn from each training face's plain features and
 those of N views augmented like other people's photos (:data:`SHIFT_AUGMENT`: detector-crop
@@ -57,18 +59,32 @@ SHIFT_AUGMENT = {
 }
 
 
+#: The blocks whose outputs the ``depths`` features pool besides the last (128 channels on 8 x 8
+#: maps, pooled to 2 x 2 to keep where on the face a feature lies; 256 on 4 x 4, pooled whole).
+DEPTH_POOLS = {9: 2, 12: 1}
+
+
 @torch.no_grad()
 def embed(net: DlibResnetBackbone, crops, transform) -> dict[str, np.ndarray]:
-    """Pooled (256) and embedding (128) features of uint8 crops (one view each). In float32: CPUs
+    """Pooled (256) and embedding (128) features of uint8 crops (one view each), and ``depths``:
+    the pooled features beside earlier blocks' (:data:`DEPTH_POOLS`, 1024 in all), which an
+    identity network may not have trained to ignore (hair, skin, make-up). In float32: CPUs
     without native bfloat16 run autocast about 20x slower."""
-    pooled, emb = [], []
+    out: dict[str, list[np.ndarray]] = {"pooled": [], "embedding": [], "depths": []}
     for start in tqdm(range(0, len(crops), 128), desc="dlib features"):
         x = torch.stack([transform(np.asarray(c)) for c in crops[start : start + 128]])
-        p = net.pool(net.trunk(x)).flatten(1)
-        e = net.fc(p)
-        pooled.append(p.numpy())
-        emb.append(e.numpy())
-    return {"pooled": np.concatenate(pooled), "embedding": np.concatenate(emb)}
+        h, earlier = net.trunk.stem(x), []
+        for i, block in enumerate(net.trunk.blocks):
+            h = block(h)
+            if i in DEPTH_POOLS:
+                earlier.append(
+                    torch.nn.functional.adaptive_avg_pool2d(h, DEPTH_POOLS[i]).flatten(1)
+                )
+        p = net.pool(h).flatten(1)
+        out["pooled"].append(p.numpy())
+        out["embedding"].append(net.fc(p).numpy())
+        out["depths"].append(torch.cat([*earlier, p], 1).numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, l2: float, classes: int) -> torch.nn.Linear:
@@ -164,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     # dlib's own chip framing (the backbone's), then UTKFace's: what the framing buys.
-    for framing, kinds in ((norm.framing, ("pooled", "embedding")), (1.0, ("pooled",))):
+    for framing, kinds in ((norm.framing, ("pooled", "embedding", "depths")), (1.0, ("pooled",))):
         feats, unseen, found, dm = features_at(framing)
         split_tables = dict(splits(dm))
         for kind in kinds:
