@@ -70,8 +70,9 @@ def combined(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Age, gender and race predictions each from its own task's frame, checked to be of the
     same faces."""
     out = frames["age"].copy()
+    keys = [c for c in ("file", "age", "gender", "race") if c in out.columns]
     for task in ("gender", "race"):
-        if len(frames[task]) != len(out):
+        if not frames[task][keys].reset_index(drop=True).equals(out[keys].reset_index(drop=True)):
             raise SystemExit("the chosen checkpoints' predictions are not of the same faces")
         out[[f"{task}_pred", f"{task}_p"]] = frames[task][[f"{task}_pred", f"{task}_p"]]
     return out
