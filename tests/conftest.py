@@ -104,11 +104,17 @@ def hide_package(monkeypatch, package: str) -> None:
 
 
 def load_script(relative_path: str, name: str):
-    """An experiment script (``experiments/...``, not a package) as a module named ``name``."""
-    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    """An experiment script (``experiments/...``, not a package) as a module named ``name``;
+    its folder is on the path while it loads, as when it runs, so it imports its siblings."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while it is created
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

@@ -58,6 +58,7 @@ def test_the_combined_predictions_take_each_task_from_its_own_checkpoint():
                 "gender_p": [0.9] * 3,
                 "race_pred": race,
                 "race_p": [0.8] * 3,
+                "found": [True, True, False],
             }
         )
 
@@ -79,6 +80,7 @@ def test_the_combined_predictions_take_each_task_from_its_own_checkpoint():
     assert (f["unseen race (balanced)"], f["unseen 'Others' recall"]) == ("75.0", "50.0")
     assert f["unseen age group"] == "33.3"  # 25 is in 20-29; 12 is not in 3-9; a miss
     assert f["unseen worst race's gender"] == "50.0"
+    assert f["missed"] == "1/3"
     frames["race"] = frames["race"].iloc[::-1]  # another order: not the same faces row by row
     with pytest.raises(SystemExit, match="not of the same faces"):
         per_task.combined(frames)
